@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -286,6 +288,8 @@ async def test_auth_after_starttls(tls_files):
         res = await deliver(MSG, "a@sender.test", ["b@dest.test"], bad)
         assert res.temp_failed == ["b@dest.test"]
         assert res.recipients["b@dest.test"].code == 535
+        assert res.recipients["b@dest.test"].enhanced_status == "5.7.8"
+        assert res.recipients["b@dest.test"].message.startswith("AUTH failed: 535")
         # no credentials on a server that requires AUTH: 530 at MAIL is our configuration
         # problem, not the recipient's → temp (retried; a DSN only on expiry)
         res = await deliver(MSG, "a@sender.test", ["b@dest.test"], target(srv, verify_tls=False))
@@ -378,3 +382,26 @@ def test_backoff_bounds():
     assert len({next_retry_delay(5, 60, 3600) for _ in range(20)}) > 1
     with pytest.raises(ValueError):
         next_retry_delay(1, -1, 10)
+
+
+async def test_unreadable_ca_file_is_temp(downstream, tmp_path):
+    t = target(downstream, ca_file=str(tmp_path / "missing.pem"))
+    res = await deliver(MSG, "a@sender.test", ["b@dest.test"], t)
+    assert res.temp_failed == ["b@dest.test"]
+    assert "TLS setup failed" in res.recipients["b@dest.test"].message
+
+
+def test_server_usable_from_a_subprocess(downstream):
+    """Thread mode serves other processes too (e.g. a gateway started with subprocess)."""
+    code = (
+        "import asyncio, sys\n"
+        "from mailgw.smtp.relay import RelayTarget, deliver\n"
+        "r = asyncio.run(deliver(sys.stdin.buffer.read(), 'a@sender.test', ['b@dest.test'],\n"
+        f"    RelayTarget('127.0.0.1', {downstream.port}, timeout=5)))\n"
+        "sys.exit(0 if r.all_sent else 1)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], input=MSG, capture_output=True, timeout=30, check=False
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert downstream.wait_for_messages(1, timeout=5)[0].data == MSG

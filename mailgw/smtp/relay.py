@@ -26,6 +26,7 @@ Failure classification:
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import ssl
@@ -167,11 +168,12 @@ def _classify(code: int) -> RecipientStatus:
 class _TempFailure(Exception):
     """Session-level failure: every undecided recipient gets ``temp``."""
 
-    def __init__(self, message: str, code: int | None = None, *, from_server: bool = False):
+    def __init__(self, message: str, code: int | None = None, server_text: str | None = None):
         super().__init__(message)
         self.message = message
         self.code = code
-        self.from_server = from_server
+        self.server_text = server_text  # the server's reply text, when a server replied
+        self.from_server = server_text is not None
 
 
 def _build_tls_context(target: RelayTarget) -> ssl.SSLContext:
@@ -224,6 +226,17 @@ async def deliver(
         for r in unique_rcpts:
             decided.setdefault(r, res)
 
+    try:
+        tls_context = None
+        if target.implicit_tls or target.starttls != "none":
+            # loading the CA bundle is CPU + disk work: keep it off the event loop
+            tls_context = await asyncio.to_thread(_build_tls_context, target)
+    except (OSError, ssl.SSLError) as exc:  # e.g. unreadable ca_file: fix config, retry
+        for r in unique_rcpts:
+            decided.setdefault(r, RecipientResult("temp", None, f"TLS setup failed: {exc}"))
+        result.recipients = decided
+        return result
+
     smtp = aiosmtplib.SMTP(
         hostname=target.host,
         port=target.port,
@@ -231,7 +244,7 @@ async def deliver(
         timeout=target.timeout,
         use_tls=target.implicit_tls,
         start_tls=False,  # STARTTLS is driven below, per policy
-        tls_context=_build_tls_context(target),
+        tls_context=tls_context,
     )
     try:
         try:
@@ -244,7 +257,7 @@ async def deliver(
                 "temp",
                 exc.code,
                 exc.message,
-                parse_enhanced_status(exc.message) if exc.from_server else None,
+                parse_enhanced_status(exc.server_text or ""),
                 result.remote_mta if exc.from_server else None,
             )
         )
@@ -293,7 +306,7 @@ async def _ehlo(smtp: aiosmtplib.SMTP) -> None:
             await smtp.helo()
         except aiosmtplib.SMTPHeloError:
             raise _TempFailure(
-                f"EHLO/HELO refused: {exc.code} {exc.message}", exc.code, from_server=True
+                f"EHLO/HELO refused: {exc.code} {exc.message}", exc.code, exc.message
             ) from exc
 
 
@@ -311,7 +324,7 @@ async def _transaction(
     except aiosmtplib.SMTPConnectResponseError as exc:
         result.remote_mta = target.host
         raise _TempFailure(
-            f"greeting refused: {exc.code} {exc.message}", exc.code, from_server=True
+            f"greeting refused: {exc.code} {exc.message}", exc.code, exc.message
         ) from exc
     result.remote_mta = target.host
     result.tls = target.implicit_tls
@@ -323,7 +336,7 @@ async def _transaction(
                 await smtp.starttls()
             except SMTPResponseException as exc:
                 raise _TempFailure(
-                    f"STARTTLS refused: {exc.code} {exc.message}", exc.code, from_server=True
+                    f"STARTTLS refused: {exc.code} {exc.message}", exc.code, exc.message
                 ) from exc
             result.tls = True
             await _ehlo(smtp)
@@ -337,7 +350,7 @@ async def _transaction(
             await smtp.login(target.username, target.password or "")
         except SMTPResponseException as exc:
             raise _TempFailure(
-                f"AUTH failed: {exc.code} {exc.message}", exc.code, from_server=True
+                f"AUTH failed: {exc.code} {exc.message}", exc.code, exc.message
             ) from exc
         except SMTPException as exc:  # e.g. no AUTH offered (often: only after STARTTLS)
             raise _TempFailure(f"AUTH not possible: {exc}") from exc
