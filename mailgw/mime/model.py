@@ -49,6 +49,15 @@ class Attachment:
     payload: bytes = field(default=b"", repr=False)
     text: str = field(default="", repr=False)  # extracted text, NFC; "" if none
     extract_error: str | None = None  # why text extraction failed (broken, encrypted, too big)
+    # Added by the reader (additive): a detached signature (smime.p7s, .sig, .asc) is a part of
+    # the signing, not a document file; a message/rfc822 part is a forwarded message.
+    is_signature: bool = False
+    is_message: bool = False
+
+    @property
+    def is_file(self) -> bool:
+        """An attachment file as people count them: not inline, not a detached signature."""
+        return not self.inline and not self.is_signature
 
 
 @dataclass
@@ -98,6 +107,11 @@ class ParsedMessage:
     facts: DocumentFacts
     size: int  # raw size in bytes
     defects: list[str] = field(default_factory=list)
+
+    @property
+    def attachment_files(self) -> list[Attachment]:
+        """The attachments people count as files (see :attr:`Attachment.is_file`)."""
+        return [a for a in self.attachments if a.is_file]
 
     def header(self, name: str) -> str | None:
         """The first header with this name (case-insensitive), decoded, or None."""
