@@ -60,7 +60,8 @@ HELD = "held"  # kept: no relay host configured, or held for review by a rule
 RELAYED = "relayed"  # every recipient accepted downstream
 BOUNCED = "bounced"  # permanent failure or expiry for at least one recipient; DSN sent
 REJECTED = "rejected"  # refused by a rule (bounce action); DSN sent
-DONE_STATES = (RELAYED, BOUNCED, REJECTED)
+DELETED = "deleted"  # removed from the queue by an administrator (the archive keeps it)
+DONE_STATES = (RELAYED, BOUNCED, REJECTED, DELETED)
 MESSAGE_STATES = (SPOOLED, PROCESSING, QUEUED, SENDING, DEFERRED, HELD, *DONE_STATES)
 
 
@@ -86,7 +87,8 @@ class Message(Base):
     size: Mapped[int] = mapped_column(Integer, default=0)
     spool_path: Mapped[str] = mapped_column(String(255))
     sha256: Mapped[str] = mapped_column(String(64))
-    trace_headers: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    trace_headers: Mapped[bytes] = mapped_column(LargeBinary, default=b"")  # Received
+    added_headers: Mapped[bytes] = mapped_column(LargeBinary, default=b"")  # X-Mailgw-*, rules
 
     state: Mapped[str] = mapped_column(String(16), default=SPOOLED)
     lease_owner: Mapped[str | None] = mapped_column(String(64))

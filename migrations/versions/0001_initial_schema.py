@@ -43,6 +43,7 @@ def upgrade() -> None:
     sa.Column('spool_path', sa.String(length=255), nullable=False),
     sa.Column('sha256', sa.String(length=64), nullable=False),
     sa.Column('trace_headers', sa.LargeBinary(), nullable=False),
+    sa.Column('added_headers', sa.LargeBinary(), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('lease_owner', sa.String(length=64), nullable=True),
     sa.Column('lease_until', mailgw.db.models.UTCDateTime(timezone=True), nullable=True),

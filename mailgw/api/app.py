@@ -1,0 +1,59 @@
+"""The HTTP API (FastAPI), served by uvicorn inside the gateway process."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailgw import __version__
+from mailgw.api.auth import Caller, require
+from mailgw.stats import status_report
+
+
+def create_app(sessions: sessionmaker[Session], data_dir: Path, min_free_mb: int = 0) -> FastAPI:
+    app = FastAPI(title="mailgw", version=__version__, docs_url="/docs", redoc_url=None)
+    app.state.sessions = sessions
+    app.state.data_dir = data_dir
+    app.state.started = time.time()
+
+    @app.get("/health", tags=["operations"])
+    def health() -> JSONResponse:
+        """Liveness and readiness: the process, the database and the data disk. No auth."""
+        checks: dict[str, Any] = {"process": "ok"}
+        ok = True
+        try:
+            with sessions() as session:
+                session.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {type(exc).__name__}"
+            ok = False
+        try:
+            usage = shutil.disk_usage(data_dir)
+            free_mb = usage.free // (1024 * 1024)
+            disk_ok = free_mb >= min_free_mb
+            checks["disk"] = {"free_mb": free_mb, "status": "ok" if disk_ok else "low"}
+            ok = ok and disk_ok
+        except OSError as exc:
+            checks["disk"] = f"error: {exc.strerror}"
+            ok = False
+        body = {"status": "ok" if ok else "error", "checks": checks, "version": __version__}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/status", tags=["operations"])
+    def status(caller: Caller = Depends(require("service", "auditor"))) -> dict[str, Any]:
+        """Queue counts by state, oldest queued age, throughput, last errors, version, uptime."""
+        with sessions() as session:
+            report = status_report(session)
+        report["version"] = __version__
+        report["uptime_seconds"] = round(time.time() - app.state.started, 1)
+        return report
+
+    return app

@@ -1,0 +1,260 @@
+"""The gateway's lifecycle: start every part in one asyncio loop, stop them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import signal
+from collections.abc import Callable
+
+import uvicorn
+from sqlalchemy import Engine, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailgw import accounts
+from mailgw.api.app import create_app
+from mailgw.config import Config
+from mailgw.db.engine import make_engine, make_sessionmaker
+from mailgw.db.migrate import head_revision, is_up_to_date, upgrade
+from mailgw.db.models import PROCESSING, QUEUED, SENDING, SPOOLED, Message
+from mailgw.delivery import RelayQueue
+from mailgw.pipeline import Pipeline, Stage, parse_stage, release_held_for_relay, trace_stage
+from mailgw.smtp.policy import ConnectionCounter, Networks, RateLimiter
+from mailgw.smtp.relay import RelayTarget
+from mailgw.smtp.server import (
+    CredentialCache,
+    GatewayHandler,
+    IngressPolicy,
+    ListenerKind,
+    server_tls_context,
+    start_listener,
+)
+from mailgw.spool import Spool
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+class SchemaOutOfDate(Exception):
+    pass
+
+
+def open_database(config: Config, *, migrate_sqlite: bool = True) -> Engine:
+    """Connect; the embedded SQLite default migrates itself, PostgreSQL never silently."""
+    config.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    url = config.storage.effective_database_url
+    engine = make_engine(url)
+    if not is_up_to_date(engine):
+        if url.startswith("sqlite") and migrate_sqlite:
+            upgrade(engine)
+        else:
+            raise SchemaOutOfDate(
+                f"the database schema is not at {head_revision(engine)}: run `mailgw db upgrade`"
+            )
+    return engine
+
+
+def relay_target(config: Config) -> RelayTarget | None:
+    relay = config.relay
+    if not relay.host:
+        return None
+    return RelayTarget(
+        host=relay.host,
+        port=relay.port,
+        starttls=relay.starttls,
+        implicit_tls=relay.implicit_tls,
+        verify_tls=relay.verify_tls,
+        ca_file=str(relay.ca_file) if relay.ca_file else None,
+        username=relay.username or None,
+        password=relay.password or None,
+        timeout=relay.timeout,
+        helo_name=config.hostname,
+    )
+
+
+class Gateway:
+    def __init__(self, config: Config, stages: list[Stage] | None = None):
+        self.config = config
+        self.stages = stages if stages is not None else [parse_stage, trace_stage]
+        self.stopping = asyncio.Event()
+        self.servers: list[asyncio.Server] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.engine: Engine | None = None
+        self.sessions: sessionmaker[Session] | None = None
+        self.api_server: uvicorn.Server | None = None
+        self.listening: dict[str, tuple[str, int]] = {}
+
+    async def start(self) -> None:
+        config = self.config
+        self.engine = await asyncio.to_thread(open_database, config)
+        self.sessions = make_sessionmaker(self.engine)
+        lifetime = dt.timedelta(hours=config.relay.max_lifetime_hours)
+        target = relay_target(config)
+        await asyncio.to_thread(self._recover, target is not None, lifetime)
+
+        self.spool = Spool(config.storage.data_dir, self.sessions, config.storage.min_free_mb)
+        self.pipeline = Pipeline(
+            self.sessions,
+            self.spool.read,
+            self.stages,
+            relay_enabled=target is not None,
+            lifetime=lifetime,
+            workers=config.pipeline.workers,
+            lease_seconds=config.pipeline.lease_seconds,
+            poll_seconds=config.pipeline.poll_seconds,
+        )
+        self.tasks.append(asyncio.create_task(self.pipeline.run(self.stopping)))
+        self.relay: RelayQueue | None = None
+        if target is not None:
+            self.relay = RelayQueue(
+                self.sessions,
+                self.spool.read,
+                target,
+                self.spool.accept,
+                hostname=config.hostname,
+                postmaster=config.relay.postmaster or f"postmaster@{config.hostname}",
+                lifetime=lifetime,
+                retry_initial=config.relay.retry_initial_seconds,
+                retry_max=config.relay.retry_max_seconds,
+                workers=config.relay.workers,
+                poll_seconds=config.pipeline.poll_seconds,
+            )
+            self.pipeline.on_processed = self.relay.wakeup.set
+            self.tasks.append(asyncio.create_task(self.relay.run(self.stopping)))
+        self.spool.on_committed = self._on_spooled
+        await self._start_smtp()
+        await self._start_api()
+
+    def _on_spooled(self) -> None:
+        self.pipeline.wakeup.set()
+        if self.relay is not None:
+            self.relay.wakeup.set()
+
+    def _recover(self, relay_enabled: bool, lifetime: dt.timedelta) -> None:
+        assert self.sessions is not None and self.engine is not None
+        with self.sessions() as session, session.begin():
+            if self.engine.dialect.name == "sqlite":
+                # One node owns an SQLite database: leases of a dead process can be taken now.
+                session.execute(
+                    update(Message).where(Message.state == PROCESSING).values(state=SPOOLED)
+                )
+                session.execute(
+                    update(Message).where(Message.state == SENDING).values(state=QUEUED)
+                )
+            if relay_enabled:
+                released = release_held_for_relay(session, lifetime)
+                if released:
+                    log.info("released %d held message(s) to the relay queue", released)
+
+    async def _start_smtp(self) -> None:
+        config = self.config
+        smtp = config.smtp
+        assert self.sessions is not None
+        sessions = self.sessions
+        policy = IngressPolicy(
+            hostname=config.hostname,
+            domains=smtp.domains,
+            trusted=Networks(smtp.trusted_networks),
+            max_message_size=smtp.max_message_size,
+            max_recipients=smtp.max_recipients,
+            connections=ConnectionCounter(smtp.max_connections, smtp.max_connections_per_client),
+            rate=RateLimiter(smtp.max_messages_per_minute_per_client),
+        )
+        self.handler = GatewayHandler(self.spool, policy)
+
+        async def check(username: str, password: str) -> bool:
+            def run() -> bool:
+                with sessions() as session:
+                    return accounts.check_credentials(session, username, password)
+
+            return await asyncio.to_thread(run)
+
+        credentials = CredentialCache(check)
+        tls = None
+        if smtp.tls_cert and smtp.tls_key:
+            tls = server_tls_context(str(smtp.tls_cert), str(smtp.tls_key))
+        listeners = [
+            (smtp.listen, ListenerKind("relay", tls_context=tls)),
+            (smtp.submission_listen, ListenerKind("submission", tls_context=tls, auth=True)),
+            (
+                smtp.smtps_listen,
+                ListenerKind("smtps", tls_context=tls, implicit_tls=True, auth=True),
+            ),
+        ]
+        for listen, kind in listeners:
+            if listen is None:
+                continue
+            server = await start_listener(
+                self.handler, kind, listen.host, listen.port, credentials, smtp.timeout
+            )
+            self.servers.append(server)
+            sock = server.sockets[0].getsockname()
+            self.listening[kind.name] = (sock[0], sock[1])
+            log.info("SMTP %s listener on %s:%s", kind.name, sock[0], sock[1])
+
+    async def _start_api(self) -> None:
+        config = self.config
+        if config.api.listen is None:
+            return
+        assert self.sessions is not None
+        app = create_app(self.sessions, config.storage.data_dir, config.storage.min_free_mb)
+        uv_config = uvicorn.Config(
+            app,
+            host=config.api.listen.host,
+            port=config.api.listen.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ssl_certfile=str(config.api.tls_cert) if config.api.tls_cert else None,
+            ssl_keyfile=str(config.api.tls_key) if config.api.tls_key else None,
+        )
+        self.api_server = uvicorn.Server(uv_config)
+        self.api_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.tasks.append(asyncio.create_task(self.api_server.serve()))
+        for _ in range(200):
+            if self.api_server.started:
+                break
+            await asyncio.sleep(0.02)
+        if self.api_server.servers:
+            sock = self.api_server.servers[0].sockets[0].getsockname()
+            self.listening["api"] = (sock[0], sock[1])
+            log.info("API on %s:%s", sock[0], sock[1])
+
+    async def shutdown(self) -> None:
+        """Stop accepting (421), let what is in flight finish, stop the workers."""
+        log.info("shutting down")
+        self.handler.shutting_down = True
+        for server in self.servers:
+            server.close()
+        for session in list(self.handler.sessions):
+            if not session.busy:
+                session.close_now("421 4.3.2 Service shutting down, try again later")
+        deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_SECONDS
+        while (self.handler.sessions or self.spool.in_flight) and (
+            asyncio.get_running_loop().time() < deadline
+        ):
+            await asyncio.sleep(0.05)
+        self.stopping.set()
+        if self.api_server is not None:
+            self.api_server.should_exit = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*self.tasks, return_exceptions=True), SHUTDOWN_GRACE_SECONDS
+            )
+        if self.engine is not None:
+            self.engine.dispose()
+        log.info("stopped")
+
+    async def serve_forever(self, on_reload: Callable[[], None] | None = None) -> None:
+        """Run until SIGTERM or SIGINT; SIGHUP calls ``on_reload``."""
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, done.set)
+        if on_reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, on_reload)
+        await done.wait()
+        await self.shutdown()

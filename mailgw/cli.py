@@ -1,0 +1,315 @@
+"""The `mailgw` command: serve, check-config, db, queue, token, user, rules, classify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import getpass
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from mailgw import __version__, accounts
+from mailgw.app import Gateway, SchemaOutOfDate, open_database
+from mailgw.config import Config, ConfigError, load_config
+from mailgw.db.engine import make_engine, make_sessionmaker
+from mailgw.db.migrate import current_revision, head_revision, upgrade
+from mailgw.db.models import DEFERRED, DELETED, HELD, QUEUED, SENDING, ApiToken, Message, utcnow
+
+QUEUE_EDITABLE = (HELD, DEFERRED, QUEUED)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def _with_session(args: argparse.Namespace, work: Callable[[Session], int]) -> int:
+    engine = open_database(_config(args))
+    try:
+        with make_sessionmaker(engine)() as session, session.begin():
+            return work(session)
+    finally:
+        engine.dispose()
+
+
+# --- serve, check-config, db
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _config(args)
+    logging.basicConfig(
+        level=config.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def run() -> None:
+        gateway = Gateway(config)
+        await gateway.start()
+        where = ", ".join(f"{k} {h}:{p}" for k, (h, p) in gateway.listening.items())
+        print(
+            f"mailgw {__version__} running: {where}; data in {config.storage.data_dir}", flush=True
+        )
+        await gateway.serve_forever()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(f"{config.source}: OK")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    config = _config(args)
+    config.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(config.storage.effective_database_url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        print(f"database at {head_revision(engine)} (was {before or 'empty'})")
+    finally:
+        engine.dispose()
+    return 0
+
+
+# --- queue
+
+
+def _find(session: Session, queue_id: str) -> Message:
+    row = session.scalar(select(Message).where(Message.queue_id == queue_id.upper()))
+    if row is None:
+        raise SystemExit(f"mailgw: no message {queue_id}")
+    return row
+
+
+def _queue_line(m: Message) -> str:
+    when = m.received_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    why = m.hold_reason or m.last_error or ""
+    rcpts = ",".join(m.rcpt_to)
+    return f"{m.queue_id}  {m.state:9} {when} {m.size:>9}  <{m.mail_from}> -> {rcpts}  {why}"
+
+
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    def work(session: Session) -> int:
+        states = [args.state] if args.state else [HELD, DEFERRED, QUEUED, SENDING]
+        query = (
+            select(Message).where(Message.state.in_(states)).order_by(Message.id).limit(args.limit)
+        )
+        rows = list(session.scalars(query))
+        for m in rows:
+            print(_queue_line(m))
+        print(f"-- {len(rows)} message(s)", file=sys.stderr)
+        return 0
+
+    return _with_session(args, work)
+
+
+def cmd_queue_show(args: argparse.Namespace) -> int:
+    def work(session: Session) -> int:
+        m = _find(session, args.queue_id)
+        fields = (
+            "queue_id", "state", "origin", "received_at", "mail_from", "rcpt_to", "client_addr",
+            "auth_user", "listener", "size", "sha256", "spool_path", "message_id", "subject",
+            "category", "tags", "hold_reason", "relay_attempts", "next_attempt_at",
+            "expires_at", "rcpt_status", "last_error", "dsn_sent",
+        )  # fmt: skip
+        info: dict[str, Any] = {f: getattr(m, f) for f in fields}
+        print(json.dumps(info, default=str, ensure_ascii=False, indent=2))
+        return 0
+
+    return _with_session(args, work)
+
+
+def cmd_queue_retry(args: argparse.Namespace) -> int:
+    def work(session: Session) -> int:
+        query = update(Message).where(Message.state.in_(QUEUE_EDITABLE))
+        if not args.all:
+            query = query.where(Message.queue_id.in_([q.upper() for q in args.queue_ids]))
+        now = utcnow()
+        result = session.execute(
+            query.values(
+                state=QUEUED,
+                next_attempt_at=now,
+                hold_reason=None,
+                expires_at=now + dt.timedelta(hours=_config(args).relay.max_lifetime_hours),
+            )
+        )
+        print(f"{result.rowcount} message(s) queued for delivery now")
+        return 0
+
+    return _with_session(args, work)
+
+
+def cmd_queue_delete(args: argparse.Namespace) -> int:
+    def work(session: Session) -> int:
+        ids = [q.upper() for q in args.queue_ids]
+        result = session.execute(
+            update(Message)
+            .where(Message.queue_id.in_(ids), Message.state.in_(QUEUE_EDITABLE))
+            .values(state=DELETED, hold_reason="deleted by an administrator")
+        )
+        print(f"{result.rowcount} message(s) deleted from the queue (the archive keeps them)")
+        return 0 if result.rowcount == len(ids) else 1
+
+    return _with_session(args, work)
+
+
+# --- tokens and users
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    expires = utcnow() + dt.timedelta(days=args.expires_days) if args.expires_days else None
+
+    def work(session: Session) -> int:
+        print(accounts.create_token(session, args.role, args.name or "", expires))
+        return 0
+
+    return _with_session(args, work)
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    def work(session: Session) -> int:
+        for t in session.scalars(select(ApiToken).order_by(ApiToken.id)):
+            state = "revoked" if t.revoked_at else "active"
+            print(f"{t.id:5}  {t.role:8} {state:8} {t.name}  expires={t.expires_at or 'never'}")
+        return 0
+
+    return _with_session(args, work)
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    def work(session: Session) -> int:
+        result = session.execute(
+            update(ApiToken).where(ApiToken.id == args.id).values(revoked_at=utcnow())
+        )
+        return 0 if result.rowcount else 1
+
+    return _with_session(args, work)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Again: "):
+        raise accounts.AccountError("the passwords differ")
+    return first
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    password = _read_password(args)
+    return _with_session(args, lambda s: (accounts.add_user(s, args.username, password), 0)[1])
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    password = _read_password(args)
+    return _with_session(args, lambda s: (accounts.set_password(s, args.username, password), 0)[1])
+
+
+def cmd_user_disable(args: argparse.Namespace) -> int:
+    return _with_session(args, lambda s: (accounts.set_disabled(s, args.username, True), 0)[1])
+
+
+def cmd_user_enable(args: argparse.Namespace) -> int:
+    return _with_session(args, lambda s: (accounts.set_disabled(s, args.username, False), 0)[1])
+
+
+# --- the parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailgw", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mailgw {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c", "--config", metavar="FILE",
+        help="configuration file (default: ./mailgw.toml if present, else embedded defaults)",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(
+        name: str, func: Callable[[argparse.Namespace], int], help: str, parent: Any = sub
+    ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    command("serve", cmd_serve, "run the gateway")
+    command("check-config", cmd_check_config, "validate the configuration and exit")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_cmd", required=True)
+    command("upgrade", cmd_db_upgrade, "apply Alembic migrations", db)
+
+    queue = sub.add_parser("queue", help="held, deferred and queued mail").add_subparsers(
+        dest="queue_cmd", required=True
+    )
+    p = command("list", cmd_queue_list, "list messages waiting in the queue", queue)
+    p.add_argument("--state", choices=[HELD, DEFERRED, QUEUED, SENDING])
+    p.add_argument("--limit", type=int, default=1000)
+    command("show", cmd_queue_show, "show one message", queue).add_argument("queue_id")
+    p = command("retry", cmd_queue_retry, "deliver held/deferred messages now", queue)
+    p.add_argument("queue_ids", nargs="*")
+    p.add_argument("--all", action="store_true")
+    command("delete", cmd_queue_delete, "remove messages from the queue", queue).add_argument(
+        "queue_ids", nargs="+"
+    )
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(
+        dest="token_cmd", required=True
+    )
+    p = command("create", cmd_token_create, "create a token; prints it once", token)
+    p.add_argument("--role", required=True, choices=accounts.ROLES)
+    p.add_argument("--name")
+    p.add_argument("--expires-days", type=int)
+    command("list", cmd_token_list, "list tokens", token)
+    command("revoke", cmd_token_revoke, "revoke a token", token).add_argument("id", type=int)
+
+    user = sub.add_parser("user", help="SMTP AUTH users").add_subparsers(
+        dest="user_cmd", required=True
+    )
+    for name, func, help in (
+        ("add", cmd_user_add, "add a user"),
+        ("passwd", cmd_user_passwd, "set a user's password"),
+    ):
+        p = command(name, func, help, user)
+        p.add_argument("username")
+        p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    command("disable", cmd_user_disable, "disable a user", user).add_argument("username")
+    command("enable", cmd_user_enable, "enable a user", user).add_argument("username")
+
+    _add_optional_commands(sub, common)
+    return parser
+
+
+def _add_optional_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Commands contributed by subpackages (rules, classify, register, …)."""
+    from mailgw.rules.commands import add_commands
+
+    add_commands(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"mailgw: {problem}", file=sys.stderr)
+        return 2
+    except (SchemaOutOfDate, accounts.AccountError) as exc:
+        print(f"mailgw: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

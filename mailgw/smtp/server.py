@@ -1,0 +1,381 @@
+"""SMTP ingress: aiosmtpd listeners with the gateway's policy and a fast, strict DATA path.
+
+Two kinds of listener share one handler:
+- ``relay``: trusted networks and an existing MTA using mailgw as its content filter (no AUTH);
+- ``submission`` (STARTTLS required before AUTH PLAIN/LOGIN) and ``smtps`` (implicit TLS) for
+  staff mail clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import email.utils
+import hashlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from mailgw import __version__
+from mailgw.smtp.policy import (
+    ConnectionCounter,
+    Networks,
+    RateLimiter,
+    check_recipient,
+    dot_unstuff,
+    find_bare_line_ending,
+)
+from mailgw.spool import Incoming, Spool, SpoolError, new_queue_id
+
+log = logging.getLogger(__name__)
+
+# While reading DATA the stream may buffer this much before we take what it has.
+DATA_READ_LIMIT = 1 << 20
+AUTH_FAILURE_DELAY = 1.0
+MAX_AUTH_FAILURES = 3
+
+CheckCredentials = Callable[[str, str], Awaitable[bool]]
+
+
+@dataclass
+class IngressPolicy:
+    hostname: str
+    domains: list[str]
+    trusted: Networks
+    max_message_size: int
+    max_recipients: int
+    connections: ConnectionCounter
+    rate: RateLimiter
+
+
+@dataclass
+class ListenerKind:
+    name: str  # relay, submission, smtps
+    tls_context: ssl.SSLContext | None = None
+    implicit_tls: bool = False
+    auth: bool = False
+
+
+class CredentialCache:
+    """Remembers recent successful logins (by a digest of user and password) for a minute,
+    so a client that logs in for every message does not cost a password hash each time."""
+
+    def __init__(self, check: CheckCredentials, ttl: float = 60.0):
+        self.check = check
+        self.ttl = ttl
+        self._ok: dict[str, float] = {}
+
+    async def verify(self, username: str, password: str) -> bool:
+        key = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
+        now = time.monotonic()
+        if self._ok.get(key, 0.0) > now:
+            return True
+        ok = await self.check(username, password)
+        if ok:
+            if len(self._ok) > 10000:
+                self._ok.clear()
+            self._ok[key] = now + self.ttl
+        return ok
+
+
+class GatewayHandler:
+    """aiosmtpd handler: policy at MAIL/RCPT, durable spooling at DATA."""
+
+    def __init__(self, spool: Spool, policy: IngressPolicy):
+        self.spool = spool
+        self.policy = policy
+        self.shutting_down = False
+        self.sessions: set[GatewaySMTP] = set()
+
+    async def handle_MAIL(
+        self, server: GatewaySMTP, session: Session, envelope: Envelope, address: str, options: list
+    ) -> str:
+        if self.shutting_down:
+            return server.close_with("421 4.3.2 Service shutting down, try again later")
+        if not self.policy.rate.allow(server.client_ip):
+            return "451 4.7.1 Too many messages from your address, try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: GatewaySMTP, session: Session, envelope: Envelope, address: str, options: list
+    ) -> str:
+        verdict = check_recipient(
+            address,
+            domains=self.policy.domains,
+            trusted=server.trusted,
+            authenticated=bool(session.authenticated),
+            count=len(envelope.rcpt_tos),
+            maximum=self.policy.max_recipients,
+        )
+        if verdict.ok:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
+        return verdict.reply
+
+    async def handle_DATA(self, server: GatewaySMTP, session: Session, envelope: Envelope) -> str:
+        queue_id = new_queue_id()
+        raw = envelope.original_content or b""
+        incoming = Incoming(
+            raw=raw,
+            mail_from=envelope.mail_from or "",
+            rcpt_to=list(envelope.rcpt_tos),
+            origin="smtp",
+            client_addr=server.client_ip,
+            client_helo=session.host_name,
+            auth_user=server.auth_user,
+            listener=server.kind.name,
+            queue_id=queue_id,
+        )
+        tls = session.ssl is not None or server.kind.implicit_tls
+        incoming.trace_headers = received_header(incoming, self.policy.hostname, tls=tls)
+        try:
+            await self.spool.accept(incoming)
+        except SpoolError as exc:
+            log.error("451 for message from %s: %s", server.client_ip, exc)
+            return "451 4.3.0 Temporary failure storing the message, try again later"
+        log.info(
+            "%s: accepted from=<%s> rcpts=%d size=%d client=%s",
+            queue_id,
+            incoming.mail_from,
+            len(incoming.rcpt_to),
+            len(raw),
+            server.client_ip,
+        )
+        return f"250 2.0.0 OK: queued as {queue_id}"
+
+
+def received_header(msg: Incoming, hostname: str, *, tls: bool) -> bytes:
+    """The Received trace header (RFC 5321 4.4) prepended when relaying."""
+    proto = "ESMTP" + ("S" if tls else "") + ("A" if msg.auth_user else "")
+    helo = (msg.client_helo or "unknown").replace("\r", "").replace("\n", "")[:200]
+    when = email.utils.format_datetime(msg.received_at.astimezone())
+    recipient = f"\r\n\tfor <{msg.rcpt_to[0]}>" if len(msg.rcpt_to) == 1 else ""
+    line = (
+        f"Received: from {helo} ([{msg.client_addr or 'unknown'}])\r\n"
+        f"\tby {hostname} (mailgw {__version__}) with {proto} id {msg.queue_id}"
+        f"{recipient}; {when}\r\n"
+    )
+    return line.encode("utf-8", "replace")
+
+
+class GatewaySMTP(SMTP):
+    """aiosmtpd's SMTP with connection limits, async credential checks and a faster DATA."""
+
+    def __init__(
+        self,
+        handler: GatewayHandler,
+        kind: ListenerKind,
+        credentials: CredentialCache | None,
+        **kwargs,
+    ):
+        self.kind = kind
+        self.credentials = credentials
+        self.client_ip = ""
+        self.trusted = False
+        self.auth_user: str | None = None
+        self._auth_failures = 0
+        self._counted = False
+        self.busy = False  # inside DATA: let it finish on shutdown
+        policy = handler.policy
+        super().__init__(
+            handler,
+            data_size_limit=policy.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=policy.hostname,
+            ident=f"mailgw {__version__}",
+            tls_context=None if kind.implicit_tls else kind.tls_context,
+            require_starttls=kind.auth and not kind.implicit_tls,
+            auth_required=kind.auth,
+            auth_require_tls=not kind.implicit_tls,
+            auth_exclude_mechanism=None if kind.auth else ["PLAIN", "LOGIN"],
+            # Credentials are checked in auth_PLAIN/auth_LOGIN below, off the event loop.
+            authenticator=lambda *args: AuthResult(success=True, auth_data=args[-1]),
+            **kwargs,
+        )
+        self.handler_obj = handler
+
+    # --- connection limits and shutdown
+
+    async def _handle_client(self) -> None:
+        peer = self.session.peer if self.session else None
+        self.client_ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        self.trusted = self.handler_obj.policy.trusted.contains(self.client_ip)
+        if self.handler_obj.shutting_down:
+            await self.push("421 4.3.2 Service shutting down, try again later")
+            self.transport.close()
+            return
+        refusal = self.handler_obj.policy.connections.open(self.client_ip)
+        if refusal:
+            await self.push(refusal)
+            self.transport.close()
+            return
+        self._counted = True
+        self.handler_obj.sessions.add(self)
+        try:
+            await super()._handle_client()
+        finally:
+            self.handler_obj.sessions.discard(self)
+            if self._counted:
+                self.handler_obj.policy.connections.close(self.client_ip)
+                self._counted = False
+
+    def close_with(self, reply: str) -> str:
+        """Return ``reply`` to send, and close the connection right after it is sent."""
+        self.loop.call_soon(self._close_soon)
+        return reply
+
+    def close_now(self, reply: str) -> None:
+        """Send ``reply`` and close (used on shutdown for idle sessions)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply.encode() + b"\r\n")
+            self.transport.close()
+
+    def _close_soon(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- AUTH: let aiosmtpd parse PLAIN/LOGIN, then check the password off the loop
+
+    async def auth_PLAIN(self, mechanism: str, args: list[str]) -> AuthResult:
+        return await self._check(await super().auth_PLAIN(mechanism, args))
+
+    async def auth_LOGIN(self, mechanism: str, args: list[str]) -> AuthResult:
+        return await self._check(await super().auth_LOGIN(mechanism, args))
+
+    async def _check(self, parsed: AuthResult) -> AuthResult:
+        if not parsed.success or not isinstance(parsed.auth_data, LoginPassword):
+            return parsed
+        try:
+            username = parsed.auth_data.login.decode("utf-8")
+            password = parsed.auth_data.password.decode("utf-8")
+        except (UnicodeDecodeError, binascii.Error):
+            return AuthResult(
+                success=False, handled=False, message="501 5.5.2 Credentials must be UTF-8"
+            )
+        if self.credentials and await self.credentials.verify(username, password):
+            self.auth_user = username
+            return AuthResult(success=True, auth_data=username)
+        self._auth_failures += 1
+        log.warning("AUTH failed for %r from %s", username, self.client_ip)
+        await asyncio.sleep(AUTH_FAILURE_DELAY)
+        if self._auth_failures >= MAX_AUTH_FAILURES:
+            return AuthResult(
+                success=False,
+                handled=False,
+                message=self.close_with("421 4.7.0 Too many failed logins"),
+            )
+        return AuthResult(
+            success=False, handled=False, message="535 5.7.8 Authentication credentials invalid"
+        )
+
+    # --- DATA: read up to the terminator in large chunks, refuse bare CR/LF
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.busy = True
+        try:
+            await self._receive_data()
+        finally:
+            self.busy = False
+
+    async def _receive_data(self) -> None:
+        assert self.envelope is not None
+        data, too_big = await self._read_data()
+        if too_big:
+            await self.push("552 5.3.4 Message size exceeds fixed maximum message size")
+        elif problem := find_bare_line_ending(data):
+            log.warning("refused message with %s from %s", problem, self.client_ip)
+            await self.push(f"550 5.5.2 Message refused: {problem} in data (RFC 5321 2.3.8)")
+        else:
+            content = dot_unstuff(data)
+            self.envelope.content = content
+            self.envelope.original_content = content
+            status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
+            if self.handler_obj.shutting_down and status.startswith("250"):
+                status = self.close_with(status)
+            await self.push(status)
+            return
+        self._set_post_data_state()
+
+    async def _read_data(self) -> tuple[bytes, bool]:
+        """Read DATA up to CRLF.CRLF; return (data without the final ".CRLF", too_big)."""
+        reader = self._reader
+        limit = self.data_size_limit
+        chunks: list[bytes] = []
+        size = 0
+        too_big = False
+        tail = b"\r\n"  # what precedes the data: the DATA command's own line end
+        # asyncio's StreamReader has no public way to raise its limit for one read.
+        saved_limit = reader._limit  # type: ignore[attr-defined]
+        reader._limit = max(saved_limit, DATA_READ_LIMIT)  # type: ignore[attr-defined]
+        try:
+            while True:
+                try:
+                    chunk = await reader.readuntil(b".\r\n")
+                    ended = (tail + chunk[-5:])[-5:] == b"\r\n.\r\n"
+                except asyncio.LimitOverrunError as exc:
+                    chunk = await reader.readexactly(exc.consumed)
+                    ended = False
+                size += len(chunk)
+                if limit and size > limit + 3:
+                    too_big = True
+                    chunks.clear()
+                if not too_big:
+                    chunks.append(chunk)
+                tail = (tail + chunk[-4:])[-4:]
+                if ended:
+                    break
+        except asyncio.IncompleteReadError as exc:
+            raise ConnectionResetError("connection closed during DATA") from exc
+        finally:
+            reader._limit = saved_limit  # type: ignore[attr-defined]
+        if too_big:
+            return b"", True
+        data = b"".join(chunks)
+        return data[:-3], False  # drop ".\r\n"; the CRLF before it ends the last line
+
+
+async def start_listener(
+    handler: GatewayHandler,
+    kind: ListenerKind,
+    host: str,
+    port: int,
+    credentials: CredentialCache | None,
+    timeout: float = 300,
+) -> asyncio.Server:
+    """Listen on host:port with a fresh GatewaySMTP protocol per connection."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> GatewaySMTP:
+        return GatewaySMTP(handler, kind, credentials, timeout=timeout, loop=loop)
+
+    ssl_context = kind.tls_context if kind.implicit_tls else None
+    return await loop.create_server(
+        factory, host=host, port=port, ssl=ssl_context, reuse_address=True, backlog=512
+    )
+
+
+def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context

@@ -1,0 +1,210 @@
+"""Durable intake: a message is accepted only once its bytes are on disk and its row committed.
+
+``Spool.accept`` writes the raw bytes to ``spool/YYYYMMDD/QUEUEID.eml`` (temp file, fsync,
+rename, fsync of the folder) off the event loop, then commits the row. Rows from concurrent
+sessions are committed together in one transaction (group commit), which is what lets many
+clients be answered quickly while each 250 still means "durable". If anything fails, the files
+of the failed batch are removed and the caller answers 451: nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailgw.db.models import HELD, QUEUED, SPOOLED, Message
+
+log = logging.getLogger(__name__)
+
+SPOOL_DIR = "spool"
+MAX_BATCH = 256
+
+
+class SpoolError(Exception):
+    """The message could not be made durable; the client must be told to retry (451)."""
+
+
+@dataclass
+class Incoming:
+    """A message as received, with its envelope and where it came from."""
+
+    raw: bytes
+    mail_from: str
+    rcpt_to: list[str]
+    origin: str = "smtp"  # smtp, imap, local
+    client_addr: str | None = None
+    client_helo: str | None = None
+    auth_user: str | None = None
+    listener: str | None = None
+    trace_headers: bytes = b""
+    # For messages the gateway makes itself (DSNs, notifications): skip the pipeline.
+    initial_state: str = SPOOLED
+    expires_at: dt.datetime | None = None
+    received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    queue_id: str = field(default_factory=lambda: new_queue_id())
+
+
+def new_queue_id() -> str:
+    """Sortable by time, unique across nodes: 11 hex digits of milliseconds + 6 random."""
+    return f"{int(time.time() * 1000):011X}{secrets.token_hex(3).upper()}"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably (temp, fsync, rename, fsync folder)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+    fsync_dir(path.parent)
+
+
+@dataclass
+class _Pending:
+    row: dict
+    path: Path
+    future: asyncio.Future[str]
+
+
+class Spool:
+    def __init__(self, data_dir: Path, sessions: sessionmaker[Session], min_free_mb: int = 0):
+        self.data_dir = data_dir
+        self.root = data_dir / SPOOL_DIR
+        self.sessions = sessions
+        self.min_free_bytes = min_free_mb * 1024 * 1024
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._known_dirs: set[Path] = set()
+        self.in_flight = 0
+        self.on_committed: Callable[[], None] | None = None  # wakes the pipeline
+
+    def path_for(self, queue_id: str, when: dt.datetime) -> Path:
+        return self.root / when.strftime("%Y%m%d") / f"{queue_id}.eml"
+
+    def _ensure_dir(self, folder: Path) -> None:
+        if folder not in self._known_dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            fsync_dir(folder.parent)
+            self._known_dirs.add(folder)
+
+    def _check_space(self) -> None:
+        if self.min_free_bytes:
+            usage = shutil.disk_usage(self.data_dir)
+            if usage.free < self.min_free_bytes:
+                raise SpoolError(f"only {usage.free // (1024 * 1024)} MiB free on the data disk")
+
+    def _write_file(self, path: Path, raw: bytes) -> str:
+        self._check_space()
+        self._ensure_dir(path.parent)
+        write_durably(path, raw)
+        return hashlib.sha256(raw).hexdigest()
+
+    async def accept(self, msg: Incoming) -> str:
+        """Make ``msg`` durable; return its queue id. Raises SpoolError on any failure."""
+        self.in_flight += 1
+        try:
+            queue_id = msg.queue_id
+            path = self.path_for(queue_id, msg.received_at)
+            try:
+                digest = await asyncio.to_thread(self._write_file, path, msg.raw)
+            except SpoolError:
+                raise
+            except OSError as exc:
+                raise SpoolError(f"cannot write the spool file: {exc.strerror or exc}") from exc
+            row = self._row(msg, queue_id, path, digest)
+            future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            self._pending.append(_Pending(row, path, future))
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush_loop())
+            return await future
+        finally:
+            self.in_flight -= 1
+
+    def _row(self, msg: Incoming, queue_id: str, path: Path, digest: str) -> dict:
+        now = msg.received_at
+        row = {
+            "queue_id": queue_id,
+            "origin": msg.origin,
+            "received_at": now,
+            "mail_from": msg.mail_from,
+            "rcpt_to": list(msg.rcpt_to),
+            "client_addr": msg.client_addr,
+            "client_helo": msg.client_helo,
+            "auth_user": msg.auth_user,
+            "listener": msg.listener,
+            "size": len(msg.raw),
+            "spool_path": str(path.relative_to(self.data_dir)),
+            "sha256": digest,
+            "trace_headers": msg.trace_headers,
+            "added_headers": b"",
+            "state": msg.initial_state,
+            "process_attempts": 0,
+            "relay_attempts": 0,
+            "dsn_sent": False,
+        }
+        if msg.initial_state in (QUEUED, HELD):
+            row["next_attempt_at"] = now
+            row["expires_at"] = msg.expires_at
+            row["processed_at"] = now
+        return row
+
+    async def _flush_loop(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                await asyncio.to_thread(self._commit, [p.row for p in batch])
+            except Exception as exc:
+                log.error("spool commit failed for %d message(s): %s", len(batch), exc)
+                await asyncio.to_thread(self._discard, [p.path for p in batch])
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(SpoolError(f"database unavailable: {exc}"))
+                continue
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_result(p.row["queue_id"])
+            if self.on_committed is not None:
+                self.on_committed()
+
+    def _commit(self, rows: list[dict]) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(insert(Message), rows)
+
+    def _discard(self, paths: list[Path]) -> None:
+        for path in paths:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:  # the row was not committed: the file is only garbage
+                log.warning("cannot remove uncommitted spool file %s: %s", path, exc)
+
+    def read(self, spool_path: str) -> bytes:
+        return (self.data_dir / spool_path).read_bytes()

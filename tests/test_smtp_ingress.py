@@ -1,0 +1,255 @@
+"""SMTP ingress against a running gateway: policy, durability, smuggling, AUTH, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from mailgw import accounts
+from mailgw.config import Config, Listen
+from mailgw.db.models import Message
+from tests.smtp_client import RawSMTP, b64, send_message
+from tests.smtp_server import make_self_signed_cert
+
+MSG = (
+    b"From: a@example.gov.vn\r\nTo: b@example.gov.vn\r\nSubject: test\r\n"
+    b"Message-ID: <t1@example.gov.vn>\r\n\r\nHello.\r\n..leading dot\r\n"
+)
+
+
+def rows(gw) -> list[Message]:
+    with gw.sessions() as session:
+        return list(session.scalars(select(Message).order_by(Message.id)))
+
+
+async def run(fn, *args, **kwargs):
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def test_accepts_durably_and_reports_queue_id(config: Config, make_gateway) -> None:
+    gw = await make_gateway(config)
+    host, port = gw.listening["relay"]
+    code, reply = await run(send_message, host, port, "a@example.gov.vn", ["b@example.gov.vn"], MSG)
+    assert code == 250
+    queue_id = reply.rsplit(" ", 1)[-1]
+    [row] = rows(gw)
+    assert row.queue_id == queue_id
+    assert row.rcpt_to == ["b@example.gov.vn"]
+    # The spool file holds exactly the bytes the client meant (smtplib dot-stuffed the line
+    # "..leading dot" to "...leading dot"; the gateway undid that), nothing else.
+    stored = (config.storage.data_dir / row.spool_path).read_bytes()
+    assert stored == MSG
+    assert row.trace_headers.startswith(b"Received: from client.test ([127.0.0.1])")
+    assert queue_id.encode() in row.trace_headers
+
+
+async def test_open_relay_refused_for_untrusted_clients(config: Config, make_gateway) -> None:
+    config.smtp.trusted_networks = []
+    gw = await make_gateway(config)
+    client = await run(RawSMTP, *gw.listening["relay"])
+    try:
+        assert (await run(client.cmd, "EHLO client.test"))[0] == 250
+        assert (await run(client.cmd, "MAIL FROM:<x@outside.example>"))[0] == 250
+        code, text = await run(client.cmd, "RCPT TO:<victim@elsewhere.example>")
+        assert code == 550 and "5.7.1" in text
+        code, _ = await run(client.cmd, "RCPT TO:<staff@sub.example.gov.vn>")
+        assert code == 250
+    finally:
+        client.close()
+
+
+async def test_oversize_refused(config: Config, make_gateway) -> None:
+    config.smtp.max_message_size = 4096
+    gw = await make_gateway(config)
+    host, port = gw.listening["relay"]
+    client = await run(RawSMTP, host, port)
+    try:
+        ehlo = (await run(client.cmd, "EHLO client.test"))[1]
+        assert "SIZE 4096" in ehlo
+        code, _ = await run(client.cmd, "MAIL FROM:<a@example.gov.vn> SIZE=100000")
+        assert code == 552
+    finally:
+        client.close()
+    big = MSG + b"x" * 8000 + b"\r\n"
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        await run(send_message, host, port, "a@example.gov.vn", ["b@example.gov.vn"], big)
+    assert info.value.smtp_code == 552
+    assert rows(gw) == []
+
+
+SMUGGLING = {
+    "lf-dot-lf": b"\n.\n",
+    "lf-dot-crlf": b"\n.\r\n",
+    "cr-dot-cr": b"\r.\r",
+    "crlf-dot-lf": b"\r\n.\n",
+    "cr-dot-crlf": b"\r.\r\n",
+}
+
+
+@pytest.mark.parametrize("ending", SMUGGLING.values(), ids=SMUGGLING.keys())
+async def test_smuggling_variants_refused(config: Config, make_gateway, ending: bytes) -> None:
+    gw = await make_gateway(config)
+    client = await run(RawSMTP, *gw.listening["relay"])
+    smuggled = (
+        b"MAIL FROM:<admin@example.gov.vn>\r\nRCPT TO:<b@example.gov.vn>\r\nDATA\r\n"
+        b"Subject: smuggled\r\n\r\nevil\r\n"
+    )
+    try:
+        await run(client.cmd, "EHLO client.test")
+        await run(client.cmd, "MAIL FROM:<a@example.gov.vn>")
+        await run(client.cmd, "RCPT TO:<b@example.gov.vn>")
+        assert (await run(client.cmd, "DATA"))[0] == 354
+        await run(client.send, b"Subject: first\r\n\r\nbody" + ending + smuggled + b"\r\n.\r\n")
+        code, text = await run(client.reply)
+        assert code == 550 and "bare" in text
+        # The session stays in sync: the smuggled commands were never executed.
+        assert (await run(client.cmd, "NOOP"))[0] == 250
+    finally:
+        client.close()
+    assert rows(gw) == []
+
+
+async def test_bare_lf_in_headers_refused(config: Config, make_gateway) -> None:
+    gw = await make_gateway(config)
+    data = b"Subject: x\nX-Evil: y\r\n\r\nbody\r\n"
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        await run(send_message, *gw.listening["relay"], "a@example.gov.vn", ["b@example.gov.vn"], data)
+    assert info.value.smtp_code == 550
+    assert rows(gw) == []
+
+
+async def test_too_many_recipients(config: Config, make_gateway) -> None:
+    config.smtp.max_recipients = 2
+    gw = await make_gateway(config)
+    client = await run(RawSMTP, *gw.listening["relay"])
+    try:
+        await run(client.cmd, "EHLO client.test")
+        await run(client.cmd, "MAIL FROM:<a@example.gov.vn>")
+        assert (await run(client.cmd, "RCPT TO:<b1@example.gov.vn>"))[0] == 250
+        assert (await run(client.cmd, "RCPT TO:<b2@example.gov.vn>"))[0] == 250
+        assert (await run(client.cmd, "RCPT TO:<b3@example.gov.vn>"))[0] == 452
+    finally:
+        client.close()
+
+
+async def test_smtputf8_accepted(config: Config, make_gateway) -> None:
+    gw = await make_gateway(config)
+    client = await run(RawSMTP, *gw.listening["relay"])
+    try:
+        assert "SMTPUTF8" in (await run(client.cmd, "EHLO client.test"))[1]
+        assert (await run(client.cmd, "MAIL FROM:<vănthư@example.gov.vn> SMTPUTF8"))[0] == 250
+        assert (await run(client.cmd, "RCPT TO:<lãnhđạo@example.gov.vn>"))[0] == 250
+        assert (await run(client.cmd, "DATA"))[0] == 354
+        await run(client.send, "Subject: Giấy mời\r\n\r\nKính gửi.\r\n.\r\n".encode())
+        assert (await run(client.reply))[0] == 250
+    finally:
+        client.close()
+    [row] = rows(gw)
+    assert row.mail_from == "vănthư@example.gov.vn"
+
+
+async def test_connection_limit_per_client(config: Config, make_gateway) -> None:
+    config.smtp.max_connections_per_client = 2
+    gw = await make_gateway(config)
+    first = await run(RawSMTP, *gw.listening["relay"])
+    second = await run(RawSMTP, *gw.listening["relay"])
+    third = await run(RawSMTP, *gw.listening["relay"])
+    try:
+        assert first.greeting[0] == 220 and second.greeting[0] == 220
+        assert third.greeting[0] == 421
+    finally:
+        for c in (first, second, third):
+            c.close()
+
+
+async def test_rate_limit_answers_451(config: Config, make_gateway) -> None:
+    config.smtp.max_messages_per_minute_per_client = 2
+    gw = await make_gateway(config)
+    client = await run(RawSMTP, *gw.listening["relay"])
+    try:
+        await run(client.cmd, "EHLO client.test")
+        codes = []
+        for _ in range(3):
+            codes.append((await run(client.cmd, "MAIL FROM:<a@example.gov.vn>"))[0])
+            await run(client.cmd, "RSET")
+        assert codes == [250, 250, 451]
+    finally:
+        client.close()
+
+
+async def test_disk_space_check_answers_451_and_keeps_nothing(
+    config: Config, make_gateway
+) -> None:
+    config.storage.min_free_mb = 10**9  # more than any disk has: behaves as a full disk
+    gw = await make_gateway(config)
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        await run(send_message, *gw.listening["relay"], "a@example.gov.vn", ["b@example.gov.vn"], MSG)
+    assert info.value.smtp_code == 451 and b"4.3.0" in info.value.smtp_error
+    assert rows(gw) == []
+    assert not list((config.storage.data_dir / "spool").rglob("*.eml"))
+
+
+@pytest.fixture
+def submission_config(config: Config, tmp_path: Path) -> Config:
+    tls = make_self_signed_cert(tmp_path / "tls", "mailgw.test")
+    config.smtp.tls_cert = Path(tls.cert)
+    config.smtp.tls_key = Path(tls.key)
+    config.smtp.submission_listen = Listen("127.0.0.1", 0)
+    config.smtp.trusted_networks = []
+    return config
+
+
+async def test_submission_requires_starttls_before_auth(
+    submission_config: Config, make_gateway
+) -> None:
+    gw = await make_gateway(submission_config)
+    client = await run(RawSMTP, *gw.listening["submission"])
+    try:
+        ehlo = (await run(client.cmd, "EHLO client.test"))[1]
+        assert "STARTTLS" in ehlo and "AUTH" not in ehlo
+        code, _ = await run(client.cmd, "AUTH PLAIN " + b64("\0clerk\0secret"))
+        assert code == 530
+        assert (await run(client.cmd, "MAIL FROM:<a@example.gov.vn>"))[0] == 530
+    finally:
+        client.close()
+
+
+async def test_submission_auth(submission_config: Config, make_gateway) -> None:
+    gw = await make_gateway(submission_config)
+    with gw.sessions() as session, session.begin():
+        accounts.add_user(session, "clerk", "Dung-Mat-Khau-9")
+    host, port = gw.listening["submission"]
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        await run(
+            send_message, host, port, "clerk@example.gov.vn", ["x@outside.example"], MSG,
+            starttls=True, login=("clerk", "wrong"),
+        )  # fmt: skip
+    code, _ = await run(
+        send_message, host, port, "clerk@example.gov.vn", ["x@outside.example"], MSG,
+        starttls=True, login=("clerk", "Dung-Mat-Khau-9"),
+    )  # fmt: skip
+    assert code == 250
+    [row] = rows(gw)
+    assert row.auth_user == "clerk" and row.listener == "submission"
+    assert b"with ESMTPSA" in row.trace_headers
+    # Without AUTH an untrusted client may not send through submission at all.
+    with pytest.raises(smtplib.SMTPSenderRefused) as info:
+        await run(send_message, host, port, "a@example.gov.vn", ["b@example.gov.vn"], MSG,
+                  starttls=True)  # fmt: skip
+    assert info.value.smtp_code == 530
+
+
+async def test_disabled_user_cannot_log_in(submission_config: Config, make_gateway) -> None:
+    gw = await make_gateway(submission_config)
+    with gw.sessions() as session, session.begin():
+        accounts.add_user(session, "old", "pw")
+        accounts.set_disabled(session, "old", True)
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        await run(
+            send_message, *gw.listening["submission"], "old@example.gov.vn", ["b@example.gov.vn"],
+            MSG, starttls=True, login=("old", "pw"),
+        )  # fmt: skip
