@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailgw.aio import wait_any
 from mailgw.db.models import BOUNCED, DEFERRED, QUEUED, RELAYED, SENDING, Message, utcnow
 from mailgw.pipeline import node_id
-from mailgw.smtp.dsn import build_dsn, should_send_dsn
+from mailgw.smtp.dsn import DsnRecipient, build_dsn, should_send_dsn
 from mailgw.smtp.relay import (
     DeliveryResult,
     RecipientResult,
@@ -173,11 +173,9 @@ class RelayQueue:
             if out.rcpt_status.get(r, {}).get("status") == PERM
             and not out.rcpt_status[r].get("dsn")
         ]
-        if newly_failed:
-            await self._bounce(out, newly_failed)
+        values_dsn = {}
+        if newly_failed and await self._bounce(out, newly_failed):
             values_dsn = {"dsn_sent": True}
-        else:
-            values_dsn = {}
         values: dict[str, Any] = {
             "rcpt_status": out.rcpt_status,
             "lease_owner": None,
@@ -205,13 +203,15 @@ class RelayQueue:
             log.info("%s: %s", out.queue_id, "bounced" if failed else "relayed")
         await asyncio.to_thread(self._save, out, values)
 
-    async def _bounce(self, out: Outgoing, failed: list[str]) -> None:
+    async def _bounce(self, out: Outgoing, failed: list[str]) -> bool:
+        """Report permanent failures to the sender; True when a DSN was spooled."""
         headers = original_headers(out.raw)
-        if should_send_dsn(out.mail_from, headers):
+        sent = should_send_dsn(out.mail_from, headers)
+        if sent:
             dsn = build_dsn(
                 reporting_mta=self.hostname,
                 original_mail_from=out.mail_from,
-                original_rcpt_results=[(r, out.rcpt_status[r]) for r in failed],
+                original_rcpt_results=[_dsn_recipient(r, out.rcpt_status[r]) for r in failed],
                 original_headers=headers,
                 queue_id=out.queue_id,
                 arrival_date=out.received_at,
@@ -232,7 +232,8 @@ class RelayQueue:
                 "%s: DSN for %d recipient(s) to <%s>", out.queue_id, len(failed), out.mail_from
             )
         for r in failed:
-            out.rcpt_status[r]["dsn"] = True
+            out.rcpt_status[r]["dsn"] = True  # reported (or nobody to report to)
+        return sent
 
     def _save(self, out: Outgoing, values: dict[str, Any]) -> None:
         with self.sessions() as session, session.begin():
@@ -243,6 +244,24 @@ class RelayQueue:
             )
         if values.get("state") == RELAYED:
             self.relayed += 1
+
+    def _release(self, out: Outgoing, exc: Exception) -> None:
+        """After an unexpected error: back to deferred, so the message is retried, not stuck."""
+        now = utcnow()
+        delay = next_retry_delay(out.attempts, self.retry_initial, self.retry_max)
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(Message)
+                .where(Message.id == out.id, Message.lease_owner == self.owner)
+                .values(
+                    state=DEFERRED,
+                    lease_owner=None,
+                    lease_until=None,
+                    next_attempt_at=now + dt.timedelta(seconds=delay),
+                    last_error=f"internal error: {type(exc).__name__}: {exc}"[:2000],
+                    last_error_at=now,
+                )
+            )
 
     async def run(self, stopping: asyncio.Event) -> None:
         await asyncio.gather(*(self._worker(stopping) for _ in range(self.workers)))
@@ -261,8 +280,9 @@ class RelayQueue:
             for out in batch:
                 try:
                     await self.attempt(out)
-                except Exception:
+                except Exception as exc:
                     log.exception("%s: relay attempt failed unexpectedly", out.queue_id)
+                    await asyncio.to_thread(self._release, out, exc)
 
 
 def _status_dict(res: RecipientResult, now: dt.datetime) -> dict[str, Any]:
@@ -274,3 +294,14 @@ def _status_dict(res: RecipientResult, now: dt.datetime) -> dict[str, Any]:
         "remote_mta": res.remote_mta,
         "at": now.isoformat(),
     }
+
+
+def _dsn_recipient(rcpt: str, status: dict[str, Any]) -> DsnRecipient:
+    return DsnRecipient(
+        rcpt=rcpt,
+        status=status.get("status", PERM),
+        code=status.get("code"),
+        message=status.get("message", ""),
+        enhanced_status=status.get("enhanced_status"),
+        remote_mta=status.get("remote_mta"),
+    )

@@ -16,6 +16,8 @@ from sqlalchemy.engine import make_url
 
 from mailgw.app import Gateway
 from mailgw.config import Config, Listen
+from mailgw.db.engine import make_engine
+from mailgw.db.migrate import upgrade
 
 REQUIRE_SERVICES = os.environ.get("MAILGW_REQUIRE_SERVICES") == "1"
 PG_URL = os.environ.get("MAILGW_TEST_DATABASE_URL", "")
@@ -54,7 +56,7 @@ def _pg_url_for(name: str) -> str:
 
 @pytest.fixture
 def database_url(tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database for one test."""
+    """A fresh database for one test (SQLite: migrated by the gateway at start)."""
     if not PG_URL:
         yield f"sqlite:///{tmp_path / 'mailgw.db'}"
         return
@@ -69,8 +71,12 @@ def database_url(tmp_path: Path) -> Iterator[str]:
     except Exception as exc:
         admin.dispose()
         need(False, f"PostgreSQL at {PG_URL} ({exc})")
+    url = _pg_url_for(name)
+    engine = make_engine(url)
+    upgrade(engine)  # the gateway never migrates PostgreSQL by itself
+    engine.dispose()
     try:
-        yield _pg_url_for(name)
+        yield url
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
