@@ -200,8 +200,6 @@ def parse_doc_date(text: str) -> dt.date | None:
 
 
 # --- header block: issuer, summary ---------------------------------------------------------
-_UNIT_WORDS = ("so ", "van phong", "phong ", "ban ", "thanh tra", "trung tam", "chi cuc", "cuc ",
-               "vu ", "doan ")  # fmt: skip
 _SKIP_LINES = ("cong hoa xa hoi", "doc lap - tu do", "doc lap – tu do")
 
 
@@ -226,11 +224,18 @@ def _issuer_above(lines: list[str], idx: int) -> str | None:
             continue
         if not _is_caps(line) or len(line) > 80:
             break
+        if type_from_title(line) or re.fullmatch(
+            r"[\W]*(?:hoa toc|thuong khan|khan|mat|toi mat|tuyet mat)[\W]*", fold(line)
+        ):
+            if block:
+                break
+            j -= 1
+            continue
         block.insert(0, line)
         j -= 1
     if not block:
         return None
-    if len(block) >= 2 and fold(block[-1]).startswith(_UNIT_WORDS):
+    if len(block) >= 2 and fold(block[-1]).startswith(("so ", "thanh tra", "cuc ", "chi cuc")):
         return block[-1]
     return " ".join(block)
 

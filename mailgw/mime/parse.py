@@ -69,14 +69,24 @@ def _decoded_headers(msg: Message, limits: ParseLimits, defects: list[str]):
     return out
 
 
-def _raw_header(msg: Message, name: str, limits: ParseLimits) -> str | None:
+def _raw_values(msg: Message, name: str) -> list[str]:
+    """Header values as stored by the parser (raw 8-bit kept as surrogate escapes).
+
+    ``Message.get`` would wrap 8-bit values in an ``email.header.Header`` and lose them.
+    """
+    lname = name.lower()
     try:
-        value = msg.get(name)
+        items = msg.raw_items()
     except Exception:
+        items = getattr(msg, "_headers", [])
+    return [str(v) for k, v in items if str(k).lower() == lname]
+
+
+def _raw_header(msg: Message, name: str, limits: ParseLimits) -> str | None:
+    values = _raw_values(msg, name)
+    if not values:
         return None
-    if value is None:
-        return None
-    return str(value)[: limits.max_header_chars]
+    return values[0][: limits.max_header_chars]
 
 
 def _param(part: Message, name: str, header: str) -> str | None:
@@ -425,11 +435,7 @@ def _parse(raw: bytes, extract: bool, limits: ParseLimits, defects: list[str]) -
     addr_defects: list[str] = []
 
     def addrs(name: str):
-        values = []
-        try:
-            values = msg.get_all(name) or []
-        except Exception:
-            values = []
+        values = _raw_values(msg, name)
         out = []
         for v in values[:50]:
             out.extend(parse_address_list(str(v)[: limits.max_header_chars], addr_defects))

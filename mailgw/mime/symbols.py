@@ -71,7 +71,7 @@ CONG_VAN = "Công văn"
 
 
 def _key(seg: str) -> str:
-    return seg.replace("\u00d0", "Đ").replace("đ", "Đ").upper()
+    return seg.replace("\u00d0", "Đ").replace("\u00f0", "Đ").replace("đ", "Đ").upper()
 
 
 def type_name(code: str | None) -> str | None:
@@ -107,7 +107,7 @@ def format_symbol(sym: Symbol) -> str:
     return f"{head}{sym.issuer}"
 
 
-_LETTERS = "A-Za-zĐđÐ"
+_LETTERS = "A-Za-zĐđÐð"
 _SEG = rf"[{_LETTERS}][{_LETTERS}&0-9]{{0,11}}"
 _H = r"[ \t]*"
 # number / [year /] seg(-seg)+   |   number - TYPE / seg(-seg)*
@@ -138,7 +138,7 @@ def _segments_ok(segs: list[str], first_is_type: bool) -> bool:
 
 
 def _build(num: str, year: str | None, segs: list[str], party_type: str | None) -> Symbol | None:
-    segs = [nfc(s.replace("\u00d0", "Đ")) for s in segs]
+    segs = [nfc(s.replace("\u00d0", "Đ").replace("\u00f0", "đ")) for s in segs]
     if party_type is not None:
         code = _CODE_KEY.get(_key(party_type))
         if code is None or not segs:
