@@ -117,7 +117,9 @@ async def test_bare_lf_in_headers_refused(config: Config, make_gateway) -> None:
     gw = await make_gateway(config)
     data = b"Subject: x\nX-Evil: y\r\n\r\nbody\r\n"
     with pytest.raises(smtplib.SMTPDataError) as info:
-        await run(send_message, *gw.listening["relay"], "a@example.gov.vn", ["b@example.gov.vn"], data)
+        await run(
+            send_message, *gw.listening["relay"], "a@example.gov.vn", ["b@example.gov.vn"], data
+        )
     assert info.value.smtp_code == 550
     assert rows(gw) == []
 
@@ -181,13 +183,13 @@ async def test_rate_limit_answers_451(config: Config, make_gateway) -> None:
         client.close()
 
 
-async def test_disk_space_check_answers_451_and_keeps_nothing(
-    config: Config, make_gateway
-) -> None:
+async def test_disk_space_check_answers_451_and_keeps_nothing(config: Config, make_gateway) -> None:
     config.storage.min_free_mb = 10**9  # more than any disk has: behaves as a full disk
     gw = await make_gateway(config)
     with pytest.raises(smtplib.SMTPDataError) as info:
-        await run(send_message, *gw.listening["relay"], "a@example.gov.vn", ["b@example.gov.vn"], MSG)
+        await run(
+            send_message, *gw.listening["relay"], "a@example.gov.vn", ["b@example.gov.vn"], MSG
+        )
     assert info.value.smtp_code == 451 and b"4.3.0" in info.value.smtp_error
     assert rows(gw) == []
     assert not list((config.storage.data_dir / "spool").rglob("*.eml"))
