@@ -454,8 +454,6 @@ def extract_text(
     if kind in HEAVY_KINDS and limits.isolate:
         try:
             return _run_isolated(payload, kind, charset, limits)
-        except (OSError, ImportError, ValueError) as exc:
-            # no process support here: fall back to in-process (soft limits only)
-            text, err = _run_guarded(payload, kind, charset, limits)
-            return text, err if err else None if exc is None else err
+        except (OSError, ImportError, ValueError):
+            pass  # no process support here: in-process, soft limits only
     return _run_guarded(payload, kind, charset, limits)
