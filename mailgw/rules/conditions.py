@@ -137,7 +137,7 @@ class AnyAttachment(Node):
 
 
 class Leaf(Node):
-    __slots__ = ("fold", "op", "pred", "spec", "text", "value")
+    __slots__ = ("atom", "fold", "op", "pred", "spec", "text", "value")
 
     def __init__(
         self, spec: FieldSpec, op: str, value: Any, fold: bool, pred: Callable[[Any], bool]
@@ -147,11 +147,18 @@ class Leaf(Node):
         self.value = value
         self.fold = fold
         self.pred = pred
+        self.atom: tuple[tuple[str, bool], int] | None = None  # set by the rule index
         shown = value if isinstance(value, str | bool | int | float) else list(value)
         suffix = " (exact)" if not fold and spec.kind == TEXT and op != "exists" else ""
         self.text = f"{spec.name} {op} {_show(shown)}{suffix}"
 
     def ev(self, st: EvalState, tr: Trace) -> bool:
+        atom = self.atom
+        if atom is not None:
+            r = atom[1] in st.hits(atom[0])
+            if tr is not None:
+                tr.append((self, r))
+            return r
         v = st.value(self.spec, self.fold)
         if self.op == "exists":
             present = bool(v) if self.spec.multi else v is not None and v != ""

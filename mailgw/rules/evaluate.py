@@ -8,6 +8,7 @@ conditions held, which did not, and which were not evaluated (short-circuit).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,9 +75,10 @@ class Decision:
         tags: list[str],
         actions: list[act.Action],
         matched: list[str],
-        raw_trace: list[tuple[Rule, bool, list[tuple[Node, bool]], str]],
+        raw_trace: list[tuple[Rule, bool, list[tuple[Node, bool]], str]] | None,
         stopped_by: str | None,
         rules_version: str,
+        replay: Callable[[], list[tuple[Rule, bool, list[tuple[Node, bool]], str]]] | None = None,
     ) -> None:
         self.category = category
         self.category_rule = category_rule  # the rule that decided the category (None: default)
@@ -86,6 +88,7 @@ class Decision:
         self.stopped_by = stopped_by
         self.rules_version = rules_version
         self._raw_trace = raw_trace
+        self._replay = replay
         self._trace: list[RuleTrace] | None = None
 
     # -- convenience views of the actions -----------------------------------------------------
@@ -126,6 +129,8 @@ class Decision:
     def trace(self) -> list[RuleTrace]:
         """Per evaluated rule (in order): matched or not, and each condition's result."""
         if self._trace is None:
+            if self._raw_trace is None:
+                self._raw_trace = self._replay() if self._replay is not None else []
             out = []
             for rule, matched, leaves, effect in self._raw_trace:
                 results = {id(node): r for node, r in leaves}
@@ -191,25 +196,36 @@ class Decision:
         )
 
 
-def evaluate(rules: RuleSet, ctx: MessageContext) -> Decision:
-    """Evaluate ``rules`` against one message. Pure: no I/O, no side effects on ``ctx``."""
-    st = EvalState(ctx)
+_Raw = list[tuple[Rule, bool, list[tuple[Node, bool]], str]]
+
+
+def _run(
+    rules: RuleSet,
+    ctx: MessageContext,
+    order: list[int] | None,
+    raw: _Raw | None,
+    st: EvalState | None = None,
+) -> tuple[str | None, str | None, list[str], list[act.Action], list[str], str | None]:
+    """Evaluate the rules at ``order`` (all when None); with ``raw``, record a full trace."""
+    if st is None:
+        st = EvalState(ctx, rules.index.filters)
     category: str | None = None
     category_rule: str | None = None
     actions: list[act.Action] = []
     matched: list[str] = []
-    raw: list[tuple[Rule, bool, list[tuple[Node, bool]], str]] = []
     stopped_by = None
-    for rule in rules.rules:
+    all_rules = rules.rules
+    for i in order if order is not None else range(len(all_rules)):
+        rule = all_rules[i]
         if not rule.enabled:
             continue
-        leaves: list[tuple[Node, bool]] = []
-        ok = rule.when is None or rule.when.ev(st, leaves)
-        if not ok:
-            raw.append((rule, False, leaves, ""))
+        leaves: list[tuple[Node, bool]] | None = [] if raw is not None else None
+        if rule.when is not None and not rule.when.ev(st, leaves):
+            if raw is not None:
+                raw.append((rule, False, leaves or [], ""))
             continue
         matched.append(rule.name)
-        effect = []
+        effect: list[str] = []
         if rule.category is not None:
             if category is None or rule.override:
                 verb = "override" if category is not None else "decided"
@@ -228,17 +244,46 @@ def evaluate(rules: RuleSet, ctx: MessageContext) -> Decision:
             effect.extend(a.describe() for a in rule.actions)
         if rule.stop:
             effect.append("stop")
-        raw.append((rule, True, leaves, "; ".join(effect)))
+        if raw is not None:
+            raw.append((rule, True, leaves or [], "; ".join(effect)))
         if rule.stop:
             stopped_by = rule.name
             break
+    return category, category_rule, list(st.tags), actions, matched, stopped_by
+
+
+def evaluate(rules: RuleSet, ctx: MessageContext) -> Decision:
+    """Evaluate ``rules`` against one message. Pure: no I/O, no side effects on ``ctx``.
+
+    Rules that cannot match (none of the text patterns they require occurs in the message)
+    are skipped; the per-rule trace is computed on demand (``Decision.trace``) by evaluating
+    every rule again with tracing, which gives the same decision.
+    """
+    st = EvalState(ctx, rules.index.filters)
+    index = rules.index
+    order = None
+    if index.atom_rules:
+        order = index.candidates({key: st.hits(key) for key in index.filters})
+    category, category_rule, tags, actions, matched, stopped_by = _run(rules, ctx, order, None, st)
     return Decision(
         category=category or "other",
         category_rule=category_rule,
-        tags=list(st.tags),
+        tags=tags,
         actions=actions,
         matched=matched,
-        raw_trace=raw,
+        raw_trace=None,
         stopped_by=stopped_by,
         rules_version=rules.version,
+        replay=lambda: _replay(rules, ctx, st),
     )
+
+
+def _replay(rules: RuleSet, ctx: MessageContext, done: EvalState) -> _Raw:
+    """Evaluate every rule again with tracing, reusing the field values (folded texts) and
+    pattern hits already computed; the decision so far (category, tags) starts afresh."""
+    st = EvalState(ctx, rules.index.filters)
+    st.cache.update(done.cache)
+    st.hit_cache.update(done.hit_cache)
+    raw: _Raw = []
+    _run(rules, ctx, None, raw, st)
+    return raw

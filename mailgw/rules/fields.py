@@ -53,10 +53,12 @@ class FieldSpec:
 class EvalState:
     """Per-evaluation cache of field values, and the decision so far (category, tags)."""
 
-    __slots__ = ("att", "cache", "category", "ctx", "msg", "tags")
+    __slots__ = ("att", "cache", "category", "ctx", "filters", "hit_cache", "msg", "tags")
 
-    def __init__(self, ctx: MessageContext) -> None:
+    def __init__(self, ctx: MessageContext, filters: dict[Any, Any] | None = None) -> None:
         self.ctx = ctx
+        self.filters = filters or {}
+        self.hit_cache: dict[Any, frozenset[int]] = {}
         self.msg: ParsedMessage = ctx.parsed
         self.cache: dict[tuple[str, bool, int], Any] = {}
         self.category: str | None = None
@@ -78,6 +80,21 @@ class EvalState:
         if not spec.dynamic:
             self.cache[key] = raw
         return raw
+
+    def hits(self, key: tuple[str, bool]) -> frozenset[int]:
+        """Indices of the patterns of the (field, folded) filter that match this message."""
+        try:
+            return self.hit_cache[key]
+        except KeyError:
+            pass
+        spec, flt = self.filters[key]
+        v = self.value(spec, key[1])
+        found: set[int] = set()
+        for x in v if spec.multi else [v]:
+            if x is not None:
+                found.update(flt.Match(x) or ())
+        result = self.hit_cache[key] = frozenset(found)
+        return result
 
     def attachment(self) -> Attachment:
         return self.msg.attachments[self.att]

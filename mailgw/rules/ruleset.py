@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from mailgw.rules.actions import Action
 from mailgw.rules.conditions import Node
+from mailgw.rules.index import RuleIndex, build_index
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,11 @@ class RuleSet:
     _by_name: dict[str, Rule] = field(default_factory=dict, repr=False, compare=False)
     _version: list[str] = field(default_factory=list, repr=False, compare=False)
 
+    _index: list[RuleIndex] = field(default_factory=list, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         self._by_name.update({r.name: r for r in self.rules})
+        self._index.append(build_index([r.when for r in self.rules]))
         self._version.append(hashlib.sha256(self.text.encode("utf-8")).hexdigest())
 
     @property
@@ -45,6 +49,10 @@ class RuleSet:
     @property
     def names(self) -> list[str]:
         return [r.name for r in self.rules]
+
+    @property
+    def index(self) -> RuleIndex:
+        return self._index[0]
 
     def get(self, name: str) -> Rule | None:
         return self._by_name.get(name)
