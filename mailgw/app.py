@@ -120,6 +120,7 @@ class Gateway:
                 retry_initial=config.relay.retry_initial_seconds,
                 retry_max=config.relay.retry_max_seconds,
                 workers=config.relay.workers,
+                lease_seconds=config.pipeline.lease_seconds,
                 poll_seconds=config.pipeline.poll_seconds,
             )
             self.pipeline.on_processed = self.relay.wakeup.set

@@ -86,7 +86,7 @@ class RelayConfig:
 @dataclass
 class PipelineConfig:
     workers: int = 2
-    lease_seconds: int = 300
+    lease_seconds: int = 60
     poll_seconds: float = 1.0
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailgw.aio import wait_any
 from mailgw.db.models import BOUNCED, DEFERRED, QUEUED, RELAYED, SENDING, Message, utcnow
+from mailgw.lease import kept_alive
 from mailgw.pipeline import node_id
 from mailgw.smtp.dsn import DsnRecipient, build_dsn, should_send_dsn
 from mailgw.smtp.relay import (
@@ -75,7 +76,7 @@ class RelayQueue:
         retry_initial: float = 60.0,
         retry_max: float = 3600.0,
         workers: int = 4,
-        lease_seconds: int = 600,
+        lease_seconds: int = 60,
         poll_seconds: float = 1.0,
         owner: str | None = None,
     ):
@@ -277,12 +278,16 @@ class RelayQueue:
                 self.wakeup.clear()
                 await wait_any(stopping, self.wakeup, timeout=self.poll_seconds)
                 continue
-            for out in batch:
-                try:
-                    await self.attempt(out)
-                except Exception as exc:
-                    log.exception("%s: relay attempt failed unexpectedly", out.queue_id)
-                    await asyncio.to_thread(self._release, out, exc)
+            async with kept_alive(self.sessions, [o.id for o in batch], self.owner, self.lease):
+                await self._attempt_all(batch)
+
+    async def _attempt_all(self, batch: list[Outgoing]) -> None:
+        for out in batch:
+            try:
+                await self.attempt(out)
+            except Exception as exc:
+                log.exception("%s: relay attempt failed unexpectedly", out.queue_id)
+                await asyncio.to_thread(self._release, out, exc)
 
 
 def _status_dict(res: RecipientResult, now: dt.datetime) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from mailgw.db.models import (
     Message,
     utcnow,
 )
+from mailgw.lease import kept_alive
 from mailgw.mime.model import ParsedMessage
 
 log = logging.getLogger(__name__)
@@ -281,12 +282,13 @@ class Pipeline:
                 self.wakeup.clear()
                 await wait_any(stopping, self.wakeup, timeout=self.poll_seconds)
                 continue
-            for message_id in ids:
-                # Finish the whole leased batch even when stopping: it is in flight.
-                try:
-                    await asyncio.to_thread(self.process, message_id)
-                except Exception:
-                    log.exception("pipeline: message %s", message_id)
+            async with kept_alive(self.sessions, ids, self.owner, self.lease):
+                for message_id in ids:
+                    # Finish the whole leased batch even when stopping: it is in flight.
+                    try:
+                        await asyncio.to_thread(self.process, message_id)
+                    except Exception:
+                        log.exception("pipeline: message %s", message_id)
 
 
 def release_held_for_relay(session: Session, lifetime: dt.timedelta) -> int:
