@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from sqlalchemy import select
 
 from mailgw.db.engine import make_engine
 from mailgw.db.models import Message
-from tests.conftest import free_port, need_binary
+from tests.conftest import free_port, need, need_binary
 from tests.gateway_process import GatewayProcess, write_config
 from tests.postfix_instance import PostfixInstance
 from tests.smtp_server import DownstreamSMTP, ReceivedMessage
@@ -53,6 +54,7 @@ BODY = (
 def postfix() -> Iterator[PostfixInstance]:
     need_binary("postfix")
     need_binary("postqueue")
+    need(os.geteuid() == 0, "root (Postfix's master runs as root)")
     instance = PostfixInstance(port=free_port(), filter_port=free_port())
     try:
         instance.start()
@@ -94,11 +96,21 @@ def mailgw(
         proc.stop()
 
 
-def mailgw_rows(database_url: str) -> dict[str, Message]:
+def mailgw_rows(database_url: str, count: int, state: str, timeout: float = 15.0) -> dict:
+    """mailgw's message rows, once there are ``count`` and all are in ``state``."""
     engine = make_engine(database_url)
+    deadline = time.monotonic() + timeout
     try:
-        with engine.connect() as conn:
-            return {row.queue_id: row for row in conn.execute(select(Message.__table__)).fetchall()}
+        while True:
+            with engine.connect() as conn:
+                rows = {r.queue_id: r for r in conn.execute(select(Message.__table__)).fetchall()}
+            if len(rows) >= count and all(r.state == state for r in rows.values()):
+                return rows
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"mailgw rows: {[(r.queue_id, r.state) for r in rows.values()]}"
+                )
+            time.sleep(0.05)
     finally:
         engine.dispose()
 
@@ -192,13 +204,12 @@ def test_postfix_hands_every_message_to_mailgw(
     assert body == "Gửi bằng sendmail.\r\n.\r\nvẫn tiếp tục\r\n".encode()
 
     # mailgw recorded each message as coming from Postfix on its relay listener
-    rows = mailgw_rows(database_url)
+    rows = mailgw_rows(database_url, 3, "relayed")
     assert len(rows) == 3
     for row in rows.values():
         assert row.listener == "relay"
         assert row.client_addr == "127.0.0.1"
         assert row.client_helo == "postfix.test"
-        assert row.state == "relayed"
     assert set(ids.values()) < set(rows)
     assert gw.proc is not None and gw.proc.poll() is None
 
