@@ -25,6 +25,8 @@ Env (all optional):
                                   ``py-spy record`` (needs py-spy in .venv or on PATH)
   PROFILE_MODE=cpu|idle|gil       py-spy samples: on-CPU threads / all threads (wall clock)
                                   / the GIL holder; summary by bench/profile_summary.py
+  MAILGW_VARIANT=no-pipeline|no-parse   experiment only: run mailgw with the pipeline (or
+                                  its MIME parse stage) switched off, see bench/mailgw_variant.py
   BENCH_DIR=/tmp/mgw-bench        scratch space (data dirs, configs, Postfix instance)
   OUT=bench/results/<timestamp>   where results go
   LOAD_TIMEOUT=900                seconds before one smtp-source load is abandoned
@@ -71,6 +73,7 @@ DB = os.environ.get("DB", "sqlite")
 PG_URL = os.environ.get("PG_URL", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 PROFILE = os.environ.get("PROFILE", "") not in ("", "0")
 PROFILE_MODE = os.environ.get("PROFILE_MODE", "cpu")
+VARIANT = os.environ.get("MAILGW_VARIANT", "")
 BENCH_DIR = Path(os.environ.get("BENCH_DIR", "/tmp/mgw-bench"))
 LOAD_TIMEOUT = float(os.environ.get("LOAD_TIMEOUT", "900"))
 STAMP = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -315,6 +318,18 @@ def count_stored(data_dir: Path, db_name: str | None) -> tuple[int, dict[str, in
     return total, states, files
 
 
+def mailgw_rev() -> str:
+    """HEAD and whether mailgw/ has uncommitted changes (others edit it while we measure)."""
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "mailgw"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return rev + ("+dirty" if dirty else "")
+
+
 def find_py_spy() -> str | None:
     cand = VENV / "py-spy"
     return str(cand) if cand.exists() else shutil.which("py-spy")
@@ -340,10 +355,17 @@ def mailgw_run(size: int, run: int, profile: bool = False) -> Load | None:
             raise RuntimeError(f"mailgw db upgrade failed: {up.stdout}{up.stderr}")
     if not port_free(MAILGW_PORT):
         raise RuntimeError(f"{ADDR}:{MAILGW_PORT} is already in use")
-    proc = start([str(MAILGW), "serve", "-c", str(cfg)], OUT / f"mailgw_{size}_{label}.serve.log")
+    argv = [str(MAILGW), "serve", "-c", str(cfg)]
+    env = None
+    if VARIANT:  # experiment: parts of mailgw switched off (bench/mailgw_variant.py)
+        argv = [str(PYTHON), str(REPO / "bench" / "mailgw_variant.py"), "serve", "-c", str(cfg)]
+        env = dict(os.environ, VARIANT=VARIANT)
+    proc = start(argv, OUT / f"mailgw_{size}_{label}.serve.log", env=env)
     spy = None
+    t_start = time.monotonic()
     try:
         wait_smtp(MAILGW_PORT, proc)
+        t_ready = time.monotonic()
         warmup(MAILGW_PORT)
         if profile:
             py_spy = find_py_spy()
@@ -381,6 +403,7 @@ def mailgw_run(size: int, run: int, profile: bool = False) -> Load | None:
             time.sleep(0.5)
         load.extra = {
             "db": DB,
+            "mailgw_rev": mailgw_rev(),
             "mailgw_cpu_s": round(cpu1 - cpu0, 2),
             "mailgw_cpu_ms_per_msg": round(1000 * (cpu1 - cpu0) / MSGS, 3),
             "VmHWM_kB": mem.get("VmHWM"),
@@ -394,7 +417,12 @@ def mailgw_run(size: int, run: int, profile: bool = False) -> Load | None:
         }
         return load
     finally:
+        t_stop = time.monotonic()
         rc = stop(proc)
+        t_end = time.monotonic()
+        if "t_ready" in locals():
+            log(f"  mailgw start-up {t_ready - t_start:.1f}s, stop (SIGTERM to exit)"
+                f" {t_end - t_stop:.1f}s")
         if rc not in (0, None):
             log(f"mailgw exited with {rc} (see {OUT}/mailgw_{size}_{label}.serve.log)")
         if db_name:
@@ -484,7 +512,7 @@ def record(load: Load) -> None:
     ex = load.extra
     note = ""
     if load.server.startswith("mailgw"):
-        note = (f" cpu={ex['mailgw_cpu_s']}s ({ex['mailgw_cpu_ms_per_msg']} ms/msg)"
+        note = (f" rev={ex.get('mailgw_rev')} cpu={ex['mailgw_cpu_s']}s ({ex['mailgw_cpu_ms_per_msg']} ms/msg)"
                 f" VmHWM={ex['VmHWM_kB']} kB rows={ex['rows']}/{ex['expected_rows']}"
                 f" files={ex['spool_files']} states={ex['states']}"
                 f" {'OK' if ex['count_ok'] else 'COUNT MISMATCH'}")
@@ -504,7 +532,7 @@ def report(loads: list[Load]) -> str:
     def fmt(v: float | None, spec: str = "8.1f") -> str:
         return format(v, spec) if v is not None else " " * (int(spec.split(".")[0]) - 1) + "-"
 
-    mg_name = f"mailgw/{DB}"
+    mg_name = f"mailgw/{DB}" + (f"[{VARIANT}]" if VARIANT else "")
     lines = [
         f"smtp-source -s {SESSIONS} -m {MSGS} -l SIZE, median msg/s over {RUNS} run(s);"
         f" host {os.uname().release}, {os.cpu_count()} CPUs",
@@ -562,16 +590,10 @@ def main() -> int:
             print(f"missing {binary}", file=sys.stderr)
             return 1
     log(f"results in {OUT}; servers {SERVERS}; sizes {SIZES}; msgs {MSGS}; runs {RUNS};"
-        f" sessions {SESSIONS}; warm-up {WARMUP}; db {DB}; profile {PROFILE}")
+        f" sessions {SESSIONS}; warm-up {WARMUP}; db {DB}; profile {PROFILE}"
+        f"{'; VARIANT ' + VARIANT if VARIANT else ''}")
     log(f"host {os.uname().release}, {os.cpu_count()} CPUs, load average {Path('/proc/loadavg').read_text().strip()}")
-    try:
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "mailgw"],
-                               capture_output=True, text=True).stdout.strip()
-        log(f"mailgw at {rev}{' + uncommitted changes in mailgw/' if dirty else ''}")
-    except OSError:
-        pass
+    log(f"mailgw at {mailgw_rev()} (recorded again for every mailgw run)")
     loads: list[Load] = []
     for server in SERVERS:
         if server == "mailgw":
