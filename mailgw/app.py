@@ -10,7 +10,7 @@ import signal
 from collections.abc import Callable
 
 import uvicorn
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailgw import accounts
@@ -18,9 +18,11 @@ from mailgw.api.app import create_app
 from mailgw.config import Config
 from mailgw.db.engine import make_engine, make_sessionmaker
 from mailgw.db.migrate import head_revision, is_up_to_date, upgrade
-from mailgw.db.models import PROCESSING, QUEUED, SENDING, SPOOLED, Message
+from mailgw.db.models import PROCESSING, QUEUED, SENDING, SPOOLED, Message, RuleVersion
+from mailgw.decide import rules_stage
 from mailgw.delivery import RelayQueue
 from mailgw.pipeline import Pipeline, Stage, parse_stage, release_held_for_relay, trace_stage
+from mailgw.rules.manager import RulesManager
 from mailgw.smtp.policy import ConnectionCounter, Networks, RateLimiter
 from mailgw.smtp.relay import RelayTarget
 from mailgw.smtp.server import (
@@ -40,6 +42,14 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 
 class SchemaOutOfDate(Exception):
     pass
+
+
+class RulesFileError(Exception):
+    """The configured rules file cannot be loaded at start; ``problems`` name line and column."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("the rules file has errors:\n" + "\n".join(problems))
+        self.problems = problems
 
 
 def open_database(config: Config, *, migrate_sqlite: bool = True) -> Engine:
@@ -78,7 +88,7 @@ def relay_target(config: Config) -> RelayTarget | None:
 class Gateway:
     def __init__(self, config: Config, stages: list[Stage] | None = None):
         self.config = config
-        self.stages = stages if stages is not None else [parse_stage, trace_stage]
+        self.stages = stages  # None: parse, rules, trace
         self.stopping = asyncio.Event()
         self.servers: list[asyncio.Server] = []
         self.tasks: list[asyncio.Task[None]] = []
@@ -94,6 +104,11 @@ class Gateway:
         lifetime = dt.timedelta(hours=config.relay.max_lifetime_hours)
         target = relay_target(config)
         await asyncio.to_thread(self._recover, target is not None, lifetime)
+        self.rules = await asyncio.to_thread(self._load_rules)
+        if self.stages is None:
+            trusted = Networks(config.smtp.trusted_networks)
+            self.stages = [parse_stage, rules_stage(self.rules, trusted), trace_stage]
+        self.rules_watch = asyncio.create_task(self.rules.watch(config.rules.poll_seconds))
 
         self.spool = Spool(config.storage.data_dir, self.sessions, config.storage.min_free_mb)
         self.pipeline = Pipeline(
@@ -128,6 +143,24 @@ class Gateway:
         self.spool.on_committed = self._on_spooled
         await self._start_smtp()
         await self._start_api()
+
+    def _load_rules(self) -> RulesManager:
+        manager = RulesManager(self.config.rules.file, on_loaded=self._store_rules_version)
+        if manager.problems:
+            raise RulesFileError([str(p) for p in manager.problems])
+        return manager
+
+    def _store_rules_version(self, text: str, sha256: str, source: str) -> None:
+        """Keep every rules text that was active, so decisions can name their version."""
+        assert self.sessions is not None
+        with self.sessions() as session, session.begin():
+            session.execute(update(RuleVersion).values(active=False))
+            row = session.scalar(select(RuleVersion).where(RuleVersion.sha256 == sha256))
+            if row is None:
+                session.add(RuleVersion(sha256=sha256, source=source, text=text, active=True))
+            else:
+                row.active = True
+        log.info("rules version %s from %s active", sha256[:12], source)
 
     def _on_spooled(self) -> None:
         self.pipeline.wakeup.set()
@@ -239,6 +272,7 @@ class Gateway:
         ):
             await asyncio.sleep(0.05)
         self.stopping.set()
+        self.rules_watch.cancel()
         if self.api_server is not None:
             self.api_server.should_exit = True
         with contextlib.suppress(asyncio.TimeoutError):
@@ -255,7 +289,6 @@ class Gateway:
         done = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, done.set)
-        if on_reload is not None:
-            loop.add_signal_handler(signal.SIGHUP, on_reload)
+        loop.add_signal_handler(signal.SIGHUP, on_reload or self.rules.request_reload)
         await done.wait()
         await self.shutdown()

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailgw import __version__, accounts
-from mailgw.app import Gateway, SchemaOutOfDate, open_database
+from mailgw.app import Gateway, RulesFileError, SchemaOutOfDate, open_database
 from mailgw.config import Config, ConfigError, load_config
 from mailgw.db.engine import make_engine, make_sessionmaker
 from mailgw.db.migrate import current_revision, head_revision, upgrade
@@ -304,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"mailgw: {problem}", file=sys.stderr)
         return 2
+    except RulesFileError as exc:
+        for problem in exc.problems:
+            print(f"mailgw: {problem}", file=sys.stderr)
+        return 1
     except (SchemaOutOfDate, accounts.AccountError) as exc:
         print(f"mailgw: {exc}", file=sys.stderr)
         return 1

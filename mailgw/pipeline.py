@@ -65,6 +65,9 @@ class Job:
     extra_rcpts: list[str] = field(default_factory=list)
     hold_reason: str | None = None
     bounce_reason: str | None = None
+    signature: dict[str, Any] | None = None  # filled by the signature stage (issue 4)
+    registers: list[str] = field(default_factory=list)
+    notifications: list[Any] = field(default_factory=list)
 
 
 Stage = Callable[[Job], None]
@@ -235,6 +238,8 @@ class Pipeline:
             self.on_processed()
 
     def _route(self, job: Job) -> dict[str, Any]:
+        if job.bounce_reason:
+            return self._bounce_route(job)
         if job.hold_reason:
             return {"state": HELD, "hold_reason": job.hold_reason}
         if not self.relay_enabled:
@@ -245,6 +250,20 @@ class Pipeline:
             "next_attempt_at": now,
             "expires_at": job.received_at + self.lifetime,
         }
+
+    def _bounce_route(self, job: Job) -> dict[str, Any]:
+        """Refused by a rule: every recipient fails permanently; the relay queue sends the DSN."""
+        now = utcnow()
+        reason = f"refused by the gateway's rules: {job.bounce_reason}"
+        status = {
+            r: {"status": "perm", "code": 550, "message": f"550 5.7.1 {reason}",
+                "enhanced_status": "5.7.1", "at": now.isoformat()}
+            for r in job.rcpt_to + job.extra_rcpts
+        }  # fmt: skip
+        if not self.relay_enabled:
+            return {"state": HELD, "hold_reason": reason, "rcpt_status": status}
+        return {"state": QUEUED, "next_attempt_at": now, "rcpt_status": status,
+                "expires_at": job.received_at + self.lifetime}  # fmt: skip
 
     def _failed(self, job: Job, attempts: int, exc: Exception) -> None:
         values: dict[str, Any] = {

@@ -251,12 +251,6 @@ def test_oversize_message_is_refused(
     assert len(gw.rows()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mailgw/smtp/server.py GatewaySMTP.__init__ sets self.auth_user before "
-    "SMTP.__init__, and aiosmtpd takes every attribute named auth_* as an AUTH mechanism: "
-    "EHLO advertises 'AUTH LOGIN PLAIN user' and 'AUTH user' answers 500 (TypeError)",
-)
 def test_ehlo_advertises_only_real_auth_mechanisms(gateway, swaks_bin: str) -> None:
     gw = gateway()
     out = swaks(swaks_bin, gw.submission_port, "--tls", "--quit-after", "HELO")

@@ -128,7 +128,7 @@ class GatewayHandler:
             origin="smtp",
             client_addr=server.client_ip,
             client_helo=session.host_name,
-            auth_user=server.auth_user,
+            auth_user=server.login_user,
             listener=server.kind.name,
             queue_id=queue_id,
         )
@@ -178,7 +178,7 @@ class GatewaySMTP(SMTP):
         self.credentials = credentials
         self.client_ip = ""
         self.trusted = False
-        self.auth_user: str | None = None
+        self.login_user: str | None = None
         self._auth_failures = 0
         self._counted = False
         self.busy = False  # inside DATA: let it finish on shutdown
@@ -260,7 +260,7 @@ class GatewaySMTP(SMTP):
                 success=False, handled=False, message="501 5.5.2 Credentials must be UTF-8"
             )
         if self.credentials and await self.credentials.verify(username, password):
-            self.auth_user = username
+            self.login_user = username
             return AuthResult(success=True, auth_data=username)
         self._auth_failures += 1
         log.warning("AUTH failed for %r from %s", username, self.client_ip)
