@@ -104,6 +104,7 @@ class Message(Base):
     tags: Mapped[list[str] | None] = mapped_column(JSON)
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     rules_version: Mapped[str | None] = mapped_column(String(64))
+    signature: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # OpenPGP facts, if signed
     processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     # Relay.
