@@ -216,6 +216,7 @@ class Pipeline:
             "tags": job.tags,
             "decision": job.decision,
             "rules_version": job.rules_version,
+            "signature": job.signature,
             "added_headers": encode_headers(job.headers),
             "processed_at": utcnow(),
             "lease_owner": None,
