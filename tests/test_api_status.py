@@ -1,0 +1,106 @@
+"""The API skeleton on a running gateway: /health without auth, /status with tokens and roles."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import httpx
+from sqlalchemy import update
+
+from mailgw import accounts
+from mailgw.config import Config
+from mailgw.db.models import ApiToken, utcnow
+from tests.test_gateway_relay import CORPUS_LIKE, send, wait_state
+
+
+def api(gw) -> httpx.AsyncClient:
+    host, port = gw.listening["api"]
+    return httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10)
+
+
+def token(gw, role: str, **kwargs) -> str:
+    with gw.sessions() as session, session.begin():
+        return accounts.create_token(session, role, f"test-{role}", **kwargs)
+
+
+async def test_health_needs_no_token(config: Config, make_gateway) -> None:
+    gw = await make_gateway(config)
+    async with api(gw) as client:
+        response = await client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"]["database"] == "ok" and body["checks"]["disk"]["status"] == "ok"
+
+
+async def test_health_reports_low_disk(config: Config, make_gateway) -> None:
+    config.storage.min_free_mb = 10**9
+    gw = await make_gateway(config)
+    async with api(gw) as client:
+        response = await client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["checks"]["disk"]["status"] == "low"
+
+
+async def test_status_requires_a_valid_token(config: Config, make_gateway) -> None:
+    gw = await make_gateway(config)
+    async with api(gw) as client:
+        assert (await client.get("/status")).status_code == 401
+        bad = await client.get("/status", headers={"Authorization": "Bearer mgw_nope"})
+        assert bad.status_code == 401
+        for role in ("service", "auditor", "admin"):
+            ok = await client.get("/status", headers={"Authorization": f"Bearer {token(gw, role)}"})
+            assert ok.status_code == 200, role
+
+
+async def test_revoked_and_expired_tokens_are_refused(config: Config, make_gateway) -> None:
+    gw = await make_gateway(config)
+    expired = token(gw, "service", expires_at=utcnow() - dt.timedelta(seconds=1))
+    revoked = token(gw, "service")
+    with gw.sessions() as session, session.begin():
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.token_hash == accounts.token_digest(revoked))
+            .values(revoked_at=utcnow())
+        )
+    async with api(gw) as client:
+        for t in (expired, revoked):
+            response = await client.get("/status", headers={"Authorization": f"Bearer {t}"})
+            assert response.status_code == 401
+
+
+async def test_status_counts_and_figures(config: Config, make_gateway) -> None:
+    gw = await make_gateway(config)  # no relay host: messages end up held
+    for i in range(3):
+        data = CORPUS_LIKE.replace(b"relay-1@", f"status-{i}@".encode())
+        _, reply = await send(gw, data, ["lanhdao@example.gov.vn"])
+        await wait_state(gw, reply.rsplit(" ", 1)[-1], ("held",))
+    headers = {"Authorization": f"Bearer {token(gw, 'service')}"}
+    async with api(gw) as client:
+        body = (await client.get("/status", headers=headers)).json()
+    assert body["counts"]["held"] == 3 and body["counts"]["relayed"] == 0
+    assert set(body["counts"]) >= {"spooled", "processing", "queued", "deferred", "held",
+                                   "relayed", "bounced"}  # fmt: skip
+    assert body["throughput"]["1m"]["accepted_per_minute"] == 3
+    assert body["throughput"]["5m"]["accepted_per_minute"] == 0.6
+    assert body["oldest_queued_age_seconds"] is None
+    assert body["uptime_seconds"] >= 0 and body["version"]
+    assert body["last_errors"] == []
+
+
+async def test_status_shows_oldest_queued_and_errors(config: Config, make_gateway) -> None:
+    from tests.conftest import free_port
+
+    config.relay.host, config.relay.port = "127.0.0.1", free_port()  # nothing listens there
+    config.relay.starttls = "none"
+    gw = await make_gateway(config)
+    _, reply = await send(gw, CORPUS_LIKE, ["lanhdao@example.gov.vn"])
+    await wait_state(gw, reply.rsplit(" ", 1)[-1], ("deferred",))
+    await asyncio.sleep(0.2)
+    headers = {"Authorization": f"Bearer {token(gw, 'auditor')}"}
+    async with api(gw) as client:
+        body = (await client.get("/status", headers=headers)).json()
+    assert body["counts"]["deferred"] + body["counts"]["sending"] == 1
+    assert body["oldest_queued_age_seconds"] is not None
+    assert body["last_errors"] and body["last_errors"][0]["queue_id"] == reply.rsplit(" ", 1)[-1]
