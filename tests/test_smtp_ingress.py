@@ -255,3 +255,20 @@ async def test_disabled_user_cannot_log_in(submission_config: Config, make_gatew
             send_message, *gw.listening["submission"], "old@example.gov.vn", ["b@example.gov.vn"],
             MSG, starttls=True, login=("old", "pw"),
         )  # fmt: skip
+
+
+async def test_large_message_checked_off_the_loop(config: Config, make_gateway) -> None:
+    """Over 256 KiB the line-ending check runs in a thread: same answers, same bytes."""
+    gw = await make_gateway(config)
+    host, port = gw.listening["relay"]
+    line = b".Một dòng văn bản dài với dấu chấm ở đầu dòng " * 20 + b"\r\n"
+    big = MSG + line * 1500  # about 1.5 MB, every line dot-stuffed on the wire
+    code, _ = await run(send_message, host, port, "a@example.gov.vn", ["b@example.gov.vn"], big)
+    assert code == 250
+    [row] = rows(gw)
+    assert (config.storage.data_dir / row.spool_path).read_bytes() == big
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        await run(send_message, host, port, "a@example.gov.vn", ["b@example.gov.vn"],
+                  big + b"bare\nlf\r\n")  # fmt: skip
+    assert info.value.smtp_code == 550
+    assert len(rows(gw)) == 1

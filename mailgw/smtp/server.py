@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # While reading DATA the stream may buffer this much before we take what it has.
 DATA_READ_LIMIT = 1 << 20
+# Messages larger than this are checked and unstuffed in a worker thread.
+OFFLOAD_BYTES = 256 * 1024
 AUTH_FAILURE_DELAY = 1.0
 MAX_AUTH_FAILURES = 3
 
@@ -148,6 +150,12 @@ class GatewayHandler:
             server.client_ip,
         )
         return f"250 2.0.0 OK: queued as {queue_id}"
+
+
+def check_and_unstuff(data: bytes) -> tuple[str | None, bytes]:
+    """(what is wrong with the line endings or None, the dot-unstuffed message)."""
+    problem = find_bare_line_ending(data)
+    return problem, b"" if problem else dot_unstuff(data)
 
 
 def received_header(msg: Incoming, hostname: str, *, tls: bool) -> bytes:
@@ -301,20 +309,24 @@ class GatewaySMTP(SMTP):
         data, too_big = await self._read_data()
         if too_big:
             await self.push("552 5.3.4 Message size exceeds fixed maximum message size")
-        elif problem := find_bare_line_ending(data):
-            log.warning("refused message with %s from %s", problem, self.client_ip)
-            await self.push(f"550 5.5.2 Message refused: {problem} in data (RFC 5321 2.3.8)")
-        else:
-            content = dot_unstuff(data)
-            self.envelope.content = content
-            self.envelope.original_content = content
-            status = await self._call_handler_hook("DATA")
             self._set_post_data_state()
-            if self.handler_obj.shutting_down and status.startswith("250"):
-                status = self.close_with(status)
-            await self.push(status)
             return
+        if len(data) > OFFLOAD_BYTES:  # large mail: scan it off the event loop
+            problem, content = await asyncio.to_thread(check_and_unstuff, data)
+        else:
+            problem, content = check_and_unstuff(data)
+        if problem:
+            log.warning("refused message with %s from %s", problem, self.client_ip)
+            self._set_post_data_state()
+            await self.push(f"550 5.5.2 Message refused: {problem} in data (RFC 5321 2.3.8)")
+            return
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
+        if self.handler_obj.shutting_down and status.startswith("250"):
+            status = self.close_with(status)
+        await self.push(status)
 
     async def _read_data(self) -> tuple[bytes, bool]:
         """Read DATA up to CRLF.CRLF; return (data without the final ".CRLF", too_big)."""
