@@ -261,7 +261,7 @@ async def test_large_message_checked_off_the_loop(config: Config, make_gateway) 
     """Over 256 KiB the line-ending check runs in a thread: same answers, same bytes."""
     gw = await make_gateway(config)
     host, port = gw.listening["relay"]
-    line = b".Một dòng văn bản dài với dấu chấm ở đầu dòng " * 20 + b"\r\n"
+    line = ".Một dòng văn bản dài với dấu chấm ở đầu dòng ".encode() * 20 + b"\r\n"
     big = MSG + line * 1500  # about 1.5 MB, every line dot-stuffed on the wire
     code, _ = await run(send_message, host, port, "a@example.gov.vn", ["b@example.gov.vn"], big)
     assert code == 250
