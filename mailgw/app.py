@@ -22,6 +22,8 @@ from mailgw.db.models import PROCESSING, QUEUED, SENDING, SPOOLED, Message, Rule
 from mailgw.decide import rules_stage
 from mailgw.delivery import RelayQueue
 from mailgw.pipeline import Pipeline, Stage, parse_stage, release_held_for_relay, trace_stage
+from mailgw.registry.blobs import FileBlobStore
+from mailgw.registry.stage import register_stage
 from mailgw.rules.manager import RulesManager
 from mailgw.smtp.policy import ConnectionCounter, Networks, RateLimiter
 from mailgw.smtp.relay import RelayTarget
@@ -88,7 +90,7 @@ def relay_target(config: Config) -> RelayTarget | None:
 class Gateway:
     def __init__(self, config: Config, stages: list[Stage] | None = None):
         self.config = config
-        self.stages = stages  # None: parse, rules, trace
+        self.stages = stages  # None: parse, rules, register, trace
         self.stopping = asyncio.Event()
         self.servers: list[asyncio.Server] = []
         self.tasks: list[asyncio.Task[None]] = []
@@ -107,7 +109,9 @@ class Gateway:
         self.rules = await asyncio.to_thread(self._load_rules)
         if self.stages is None:
             trusted = Networks(config.smtp.trusted_networks)
-            self.stages = [parse_stage, rules_stage(self.rules, trusted), trace_stage]
+            store = FileBlobStore.in_data_dir(config.storage.data_dir)
+            registering = register_stage(self.sessions, store, config.registry)
+            self.stages = [parse_stage, rules_stage(self.rules, trusted), registering, trace_stage]
         self.rules_watch = asyncio.create_task(self.rules.watch(config.rules.poll_seconds))
 
         self.spool = Spool(config.storage.data_dir, self.sessions, config.storage.min_free_mb)

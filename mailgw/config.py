@@ -103,6 +103,27 @@ class RulesConfig:
     poll_seconds: float = 2.0
 
 
+@dataclass(frozen=True)
+class RegisterConfig:
+    """One document register: the categories that feed it, whether it is for mật documents."""
+
+    name: str
+    categories: tuple[str, ...] = ()
+    classified: bool = False
+
+
+@dataclass
+class RegistryConfig:
+    timezone: str = "Asia/Ho_Chi_Minh"  # the register year follows the agency's calendar
+    register: list[RegisterConfig] = field(
+        default_factory=lambda: [
+            RegisterConfig("default"),
+            RegisterConfig("confidential", classified=True),
+        ]
+    )
+    units: dict[str, str] = field(default_factory=dict)  # recipient address or @domain -> unit
+
+
 @dataclass
 class LogConfig:
     level: str = "INFO"
@@ -116,6 +137,7 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<embedded defaults>"
 
@@ -213,6 +235,43 @@ def _database_url(value: Any) -> str:
     return value
 
 
+def _timezone(value: Any) -> str:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(_str(value))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+def _registers(value: Any) -> list[RegisterConfig]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError("expected [[registry.register]] tables")
+    registers: list[RegisterConfig] = []
+    for number, table in enumerate(value, start=1):
+        unknown = set(table) - {"name", "categories", "classified"}
+        if unknown:
+            raise ValueError(f"register {number}: unknown key(s) {', '.join(sorted(unknown))}")
+        name = table.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise ValueError(f"register {number}: name must be 1-64 letters, digits, . _ -")
+        categories = table.get("categories", [])
+        if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+            raise ValueError(f"register {name}: categories must be a list of strings")
+        classified = _bool(table.get("classified", False))
+        if any(r.name == name for r in registers):
+            raise ValueError(f"register {name} is defined twice")
+        registers.append(RegisterConfig(name, tuple(categories), classified))
+    return registers
+
+
+def _units(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError('expected a table of "address" = "unit"')
+    return {k.strip().lower(): v for k, v in value.items()}
+
+
 def _level(value: Any) -> str:
     return _choice("DEBUG", "INFO", "WARNING", "ERROR")(str(value).upper())
 
@@ -263,6 +322,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     },
     "api": {"listen": _listen, "tls_cert": _path, "tls_key": _path},
     "rules": {"file": _path, "poll_seconds": _float(0.1)},
+    "registry": {"timezone": _timezone, "register": _registers, "units": _units},
     "log": {"level": _level},
 }
 

@@ -3,6 +3,7 @@
 from alembic import context
 
 from mailgw.db.models import Base
+from mailgw.registry import models as _registry_models  # noqa: F401 - register tables
 
 config = context.config
 engine = config.attributes.get("engine")
