@@ -237,7 +237,8 @@ def interpret(run: GpgRun, keyring: Keyring, kind: str) -> SignatureResult:
             result.uid = key.uid
             if result.trust is None and status == GOOD:
                 result.trust = key.trust
-    result.valid = status == GOOD and result.fingerprint is not None and run.returncode == 0
+    # gpg exits 1 for a good signature by a key trusted "never": trust is reported, not judged
+    result.valid = status == GOOD and result.fingerprint is not None
     if status == GOOD and not result.valid:
         result.status = ERROR
         result.reason = "signature not confirmed by gpg"
