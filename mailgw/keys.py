@@ -48,12 +48,13 @@ STATUS_TRUST = {
 _COLON_TRUST = {"-": "unknown", "q": "unknown", "n": "never", "m": "marginal", "f": "full",
                 "u": "ultimate"}  # fmt: skip
 
-# Options for every gpg run: no network, no agent start for verification, deterministic config.
+# Options for every gpg run: no network, no agent or dirmngr started, no gpg.conf read.
 _BASE_OPTIONS = [
     "--no-options",
     "--trust-model",
     "direct",
     "--no-auto-key-retrieve",
+    "--no-autostart",
     "--no-auto-check-trustdb",
     "--display-charset",
     "utf-8",

@@ -292,6 +292,7 @@ class _Part:
     body_start: int
     content_type: str
     protocol: str
+    attachment: bool = False  # Content-Disposition: attachment
     children: list[_Part] = field(default_factory=list)
 
 
@@ -317,7 +318,8 @@ class _Walker:
         )
         ctype = headers.get_content_type()
         protocol = str(headers.get_param("protocol", "") or "").lower()
-        part = _Part(start, end, body_start, ctype, protocol)
+        disposition = str(headers.get("content-disposition", "")).split(";")[0].strip().lower()
+        part = _Part(start, end, body_start, ctype, protocol, disposition == "attachment")
         boundary = headers.get_param("boundary") if ctype.startswith("multipart/") else None
         if isinstance(boundary, tuple):  # RFC 2231 encoded
             boundary = email.utils.collapse_rfc2231_value(boundary)
@@ -407,7 +409,7 @@ def verify_message(
             break
     if outcome.message is None:
         for part in _walk(root):
-            if part.content_type != "text/plain" or part.children:
+            if part.content_type != "text/plain" or part.children or part.attachment:
                 continue
             found = _inline_block(_decoded(buf, part))
             if found is None:

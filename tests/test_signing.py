@@ -358,3 +358,11 @@ def test_signature_stage_sets_job_signature(keyring: Keyring, signers: Signers) 
     )
     signature_stage(keyring)(unsigned)
     assert unsigned.signature is None
+
+
+def test_clearsigned_text_file_is_not_the_message_signature(
+    keyring: Keyring, signers: Signers
+) -> None:
+    block = signers.clearsign("alice", TEXT.encode())
+    raw = with_attachments(b"see the file", [("note.txt", "text/plain", block)])
+    assert verify_message(keyring, raw, parse_message(raw)).to_dict() is None
