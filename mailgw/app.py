@@ -21,10 +21,12 @@ from mailgw.db.migrate import head_revision, is_up_to_date, upgrade
 from mailgw.db.models import PROCESSING, QUEUED, SENDING, SPOOLED, Message, RuleVersion
 from mailgw.decide import rules_stage
 from mailgw.delivery import RelayQueue
+from mailgw.keys import Keyring
 from mailgw.pipeline import Pipeline, Stage, parse_stage, release_held_for_relay, trace_stage
 from mailgw.registry.blobs import FileBlobStore
 from mailgw.registry.stage import register_stage
 from mailgw.rules.manager import RulesManager
+from mailgw.signing import signature_stage
 from mailgw.smtp.policy import ConnectionCounter, Networks, RateLimiter
 from mailgw.smtp.relay import RelayTarget
 from mailgw.smtp.server import (
@@ -111,7 +113,14 @@ class Gateway:
             trusted = Networks(config.smtp.trusted_networks)
             store = FileBlobStore.in_data_dir(config.storage.data_dir)
             registering = register_stage(self.sessions, store, config.registry)
-            self.stages = [parse_stage, rules_stage(self.rules, trusted), registering, trace_stage]
+            keyring = Keyring.for_data_dir(config.storage.data_dir)
+            self.stages = [
+                parse_stage,
+                signature_stage(keyring),
+                rules_stage(self.rules, trusted),
+                registering,
+                trace_stage,
+            ]
         self.rules_watch = asyncio.create_task(self.rules.watch(config.rules.poll_seconds))
 
         self.spool = Spool(config.storage.data_dir, self.sessions, config.storage.min_free_mb)
