@@ -291,10 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optional_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """Commands contributed by subpackages (rules, classify, register, …)."""
     from mailgw import keys_commands
+    from mailgw.registry import commands as registry_commands
     from mailgw.rules.commands import add_commands
 
     add_commands(sub)
     keys_commands.add_commands(sub, common)
+    registry_commands.add_commands(sub, common)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,77 @@
+"""Checking the register and the archive against the database: what `verify` commands run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from sqlalchemy import select, union
+from sqlalchemy.orm import Session
+
+from mailgw.registry.blobs import BlobStatus, BlobStore
+from mailgw.registry.chain import ChainReport, verify_chain
+from mailgw.registry.models import RegisterChain, RegisterCounter, RegisterEntry
+
+
+def register_names(session: Session) -> list[str]:
+    query = union(select(RegisterChain.register), select(RegisterEntry.register).distinct())
+    return sorted(session.scalars(query))
+
+
+def _entries(session: Session, register: str) -> Iterator[RegisterEntry]:
+    query = (
+        select(RegisterEntry)
+        .where(RegisterEntry.register == register)
+        .order_by(RegisterEntry.seq, RegisterEntry.id)
+        .execution_options(yield_per=500)
+    )
+    yield from session.scalars(query)
+
+
+def verify_register(session: Session, register: str, store: BlobStore | None) -> ChainReport:
+    head_row = session.get(RegisterChain, register)
+    head = (head_row.last_seq, head_row.last_hash) if head_row else None
+    counters = dict(
+        session.execute(
+            select(RegisterCounter.year, RegisterCounter.last_number).where(
+                RegisterCounter.register == register
+            )
+        ).all()
+    )
+    checked: dict[str, str | None] = {}
+
+    def blob_ok(digest: str) -> str | None:
+        if digest not in checked:
+            status = store.verify(digest) if store is not None else None
+            checked[digest] = None if status is None or status.ok else status.state
+        return checked[digest]
+
+    return verify_chain(
+        register, _entries(session, register), head, counters, blob_ok if store else None
+    )
+
+
+def verify_registers(
+    session: Session, store: BlobStore | None, names: Iterable[str] | None = None
+) -> list[ChainReport]:
+    return [verify_register(session, name, store) for name in (names or register_names(session))]
+
+
+def verify_archive(session: Session, store: BlobStore) -> tuple[int, list[BlobStatus]]:
+    """Re-hash every stored blob and look for every blob the register refers to.
+    Returns (blobs checked, problems)."""
+    referenced = set(session.scalars(select(RegisterEntry.sha256).distinct()))
+    referenced |= set(session.scalars(select(RegisterEntry.raw_sha256).distinct()))
+    problems: list[BlobStatus] = []
+    seen: set[str] = set()
+    for digest in store.iterate():
+        seen.add(digest)
+        try:
+            status = store.verify(digest)
+        except Exception as exc:  # a stray file with a name that is not a digest
+            problems.append(BlobStatus(digest, "altered", str(exc)))
+            continue
+        if not status.ok:
+            problems.append(status)
+    for digest in sorted(referenced - seen):
+        problems.append(BlobStatus(digest, "missing", "referenced by the register"))
+    return len(seen | referenced), problems
