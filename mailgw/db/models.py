@@ -163,3 +163,22 @@ class RuleVersion(Base):
     text: Mapped[str] = mapped_column(Text)
     loaded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AuditEvent(Base):
+    """One read of the archive or one administrative act through the API. Append-only."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    token_id: Mapped[int | None] = mapped_column(Integer)
+    token_name: Mapped[str | None] = mapped_column(String(255))
+    role: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))  # e.g. search.documents, document.download
+    resource: Mapped[str | None] = mapped_column(String(255))  # e.g. document id, queue id
+    query: Mapped[str | None] = mapped_column(Text)  # the search query or request parameters
+    client_addr: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer)  # HTTP status answered
+
+    __table_args__ = (Index("ix_audit_log_at", "at"), Index("ix_audit_log_action", "action"))
