@@ -1,0 +1,36 @@
+"""Writing the audit log: every search, document view, download and raw-message read."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from mailgw.api.auth import Caller
+from mailgw.db.models import AuditEvent
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def record(
+    request: Request,
+    caller: Caller,
+    action: str,
+    *,
+    resource: str | None = None,
+    query: str | None = None,
+    status: int = 200,
+) -> None:
+    """Append one event (its own transaction: the read is logged even if the answer fails)."""
+    event = AuditEvent(
+        token_id=caller.token_id,
+        token_name=caller.name,
+        role=caller.role,
+        action=action,
+        resource=resource,
+        query=query[:4000] if query else query,
+        client_addr=client_address(request),
+        status=status,
+    )
+    with request.app.state.sessions() as session, session.begin():
+        session.add(event)
