@@ -292,6 +292,7 @@ class Gateway:
             await asyncio.wait_for(
                 asyncio.gather(*self.tasks, return_exceptions=True), SHUTDOWN_GRACE_SECONDS
             )
+        self.spool.close()
         if self.engine is not None:
             self.engine.dispose()
         log.info("stopped")

@@ -13,6 +13,7 @@ import binascii
 import email.utils
 import hashlib
 import logging
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,13 @@ AUTH_FAILURE_DELAY = 1.0
 MAX_AUTH_FAILURES = 3
 
 CheckCredentials = Callable[[str, str], Awaitable[bool]]
+
+# <local@domain> with an unquoted ASCII dot-atom local part and a plain domain; anything else
+# (quoted local parts, source routes, UTF-8, the null sender) goes to aiosmtpd's full parser.
+_PLAIN_ANGLE_ADDR = re.compile(
+    r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)>"
+)
 
 
 @dataclass
@@ -248,6 +256,14 @@ class GatewaySMTP(SMTP):
     def _close_soon(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    # --- addresses: a fast path for the plain <local@domain> that nearly all clients send
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        match = _PLAIN_ANGLE_ADDR.match(arg) if arg else None
+        if match and len(match.group(1).rpartition("@")[0]) <= (self.local_part_limit or 1 << 30):
+            return match.group(1), arg[match.end() :].lstrip()
+        return super()._getaddr(arg)
 
     # --- AUTH: let aiosmtpd parse PLAIN/LOGIN, then check the password off the loop
 
