@@ -19,14 +19,9 @@ from mailgw.config import Config
 from mailgw.db.engine import make_engine, make_sessionmaker
 from mailgw.db.migrate import head_revision, is_up_to_date, upgrade
 from mailgw.db.models import PROCESSING, QUEUED, SENDING, SPOOLED, Message, RuleVersion
-from mailgw.decide import rules_stage
 from mailgw.delivery import RelayQueue
-from mailgw.keys import Keyring
-from mailgw.pipeline import Pipeline, Stage, parse_stage, release_held_for_relay, trace_stage
-from mailgw.registry.blobs import FileBlobStore
-from mailgw.registry.stage import register_stage
+from mailgw.pipeline import Pipeline, Stage, release_held_for_relay
 from mailgw.rules.manager import RulesManager
-from mailgw.signing import signature_stage
 from mailgw.smtp.policy import ConnectionCounter, Networks, RateLimiter
 from mailgw.smtp.relay import RelayTarget
 from mailgw.smtp.server import (
@@ -38,6 +33,8 @@ from mailgw.smtp.server import (
     start_listener,
 )
 from mailgw.spool import Spool
+from mailgw.stages import build_stages
+from mailgw.worker import PipelineProcesses
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +89,7 @@ def relay_target(config: Config) -> RelayTarget | None:
 class Gateway:
     def __init__(self, config: Config, stages: list[Stage] | None = None):
         self.config = config
-        self.stages = stages  # None: parse, rules, register, trace
+        self.stages = stages  # None: see mailgw/stages.py
         self.stopping = asyncio.Event()
         self.servers: list[asyncio.Server] = []
         self.tasks: list[asyncio.Task[None]] = []
@@ -109,32 +106,26 @@ class Gateway:
         target = relay_target(config)
         await asyncio.to_thread(self._recover, target is not None, lifetime)
         self.rules = await asyncio.to_thread(self._load_rules)
-        if self.stages is None:
-            trusted = Networks(config.smtp.trusted_networks)
-            store = FileBlobStore.in_data_dir(config.storage.data_dir)
-            registering = register_stage(self.sessions, store, config.registry)
-            keyring = Keyring.for_data_dir(config.storage.data_dir)
-            self.stages = [
-                parse_stage,
-                signature_stage(keyring),
-                rules_stage(self.rules, trusted),
-                registering,
-                trace_stage,
-            ]
         self.rules_watch = asyncio.create_task(self.rules.watch(config.rules.poll_seconds))
-
         self.spool = Spool(config.storage.data_dir, self.sessions, config.storage.min_free_mb)
-        self.pipeline = Pipeline(
-            self.sessions,
-            self.spool.read,
-            self.stages,
-            relay_enabled=target is not None,
-            lifetime=lifetime,
-            workers=config.pipeline.workers,
-            lease_seconds=config.pipeline.lease_seconds,
-            poll_seconds=config.pipeline.poll_seconds,
-        )
-        self.tasks.append(asyncio.create_task(self.pipeline.run(self.stopping)))
+        self.pipeline: Pipeline | None = None
+        self.pipeline_processes: PipelineProcesses | None = None
+        if config.pipeline.processes and self.stages is None:
+            self.pipeline_processes = PipelineProcesses(config, config.pipeline.processes)
+            await self.pipeline_processes.start()
+        else:
+            stages = self.stages or build_stages(config, self.sessions, self.rules)
+            self.pipeline = Pipeline(
+                self.sessions,
+                self.spool.read,
+                stages,
+                relay_enabled=target is not None,
+                lifetime=lifetime,
+                workers=config.pipeline.workers,
+                lease_seconds=config.pipeline.lease_seconds,
+                poll_seconds=config.pipeline.poll_seconds,
+            )
+            self.tasks.append(asyncio.create_task(self.pipeline.run(self.stopping)))
         self.relay: RelayQueue | None = None
         if target is not None:
             self.relay = RelayQueue(
@@ -151,7 +142,8 @@ class Gateway:
                 lease_seconds=config.pipeline.lease_seconds,
                 poll_seconds=config.pipeline.poll_seconds,
             )
-            self.pipeline.on_processed = self.relay.wakeup.set
+            if self.pipeline is not None:
+                self.pipeline.on_processed = self.relay.wakeup.set
             self.tasks.append(asyncio.create_task(self.relay.run(self.stopping)))
         self.spool.on_committed = self._on_spooled
         await self._start_smtp()
@@ -176,7 +168,8 @@ class Gateway:
         log.info("rules version %s from %s active", sha256[:12], source)
 
     def _on_spooled(self) -> None:
-        self.pipeline.wakeup.set()
+        if self.pipeline is not None:
+            self.pipeline.wakeup.set()
         if self.relay is not None:
             self.relay.wakeup.set()
 
@@ -286,6 +279,8 @@ class Gateway:
             await asyncio.sleep(0.05)
         self.stopping.set()
         self.rules_watch.cancel()
+        if self.pipeline_processes is not None:
+            await self.pipeline_processes.stop(SHUTDOWN_GRACE_SECONDS)
         if self.api_server is not None:
             self.api_server.should_exit = True
         with contextlib.suppress(asyncio.TimeoutError):

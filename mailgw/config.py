@@ -85,9 +85,10 @@ class RelayConfig:
 
 @dataclass
 class PipelineConfig:
+    processes: int = 1  # 0: run the pipeline in the gateway's own process
     workers: int = 2
     lease_seconds: int = 60
-    poll_seconds: float = 1.0
+    poll_seconds: float = 0.25
 
 
 @dataclass
@@ -316,6 +317,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "postmaster": _str,
     },
     "pipeline": {
+        "processes": _int(0),
         "workers": _int(1),
         "lease_seconds": _int(5),
         "poll_seconds": _float(0.01),

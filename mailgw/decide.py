@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from mailgw.pipeline import Job, Stage
 from mailgw.rules import actions as act
 from mailgw.rules.context import MessageContext
 from mailgw.rules.evaluate import evaluate
-from mailgw.rules.manager import RulesManager
+from mailgw.rules.ruleset import RuleSet
 from mailgw.smtp.policy import Networks
 
 
-def rules_stage(manager: RulesManager, trusted: Networks) -> Stage:
+class ActiveRules(Protocol):
+    """Where the rules come from: the gateway's RulesManager, or the database in a
+    pipeline process (mailgw/worker.py)."""
+
+    @property
+    def active(self) -> RuleSet: ...
+
+
+def rules_stage(source: ActiveRules, trusted: Networks) -> Stage:
     def run(job: Job) -> None:
         assert job.parsed is not None, "the parse stage runs first"
-        rules = manager.active  # one consistent version for the whole message
+        rules = source.active  # one consistent version for the whole message
         ctx = MessageContext(
             parsed=job.parsed,
             mail_from=job.mail_from,

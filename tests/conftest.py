@@ -93,6 +93,7 @@ def config(tmp_path: Path, database_url: str) -> Config:
     cfg.smtp.hostname = "mailgw.test"
     cfg.smtp.domains = ["example.gov.vn"]
     cfg.api.listen = Listen("127.0.0.1", 0)
+    cfg.pipeline.processes = 0  # in-process pipeline: fast to start; subprocess tests use 1
     cfg.pipeline.poll_seconds = 0.05
     cfg.pipeline.lease_seconds = 5
     cfg.relay.retry_initial_seconds = 0.2
