@@ -10,6 +10,7 @@ from mailgw.keys import Keyring
 from mailgw.pipeline import Stage, parse_stage, trace_stage
 from mailgw.registry.blobs import FileBlobStore
 from mailgw.registry.stage import register_stage
+from mailgw.search.stage import index_stage
 from mailgw.signing import signature_stage
 from mailgw.smtp.policy import Networks
 
@@ -17,7 +18,7 @@ from mailgw.smtp.policy import Networks
 def build_stages(
     config: Config, sessions: sessionmaker[Session], rules: ActiveRules
 ) -> list[Stage]:
-    """parse ▶ verify signatures ▶ rules ▶ register documents ▶ trace headers."""
+    """parse ▶ verify signatures ▶ rules ▶ register documents ▶ index for search ▶ trace."""
     trusted = Networks(config.smtp.trusted_networks)
     store = FileBlobStore.in_data_dir(config.storage.data_dir)
     keyring = Keyring.for_data_dir(config.storage.data_dir)
@@ -26,5 +27,6 @@ def build_stages(
         signature_stage(keyring),
         rules_stage(rules, trusted),
         register_stage(sessions, store, config.registry),
+        index_stage(sessions),
         trace_stage,
     ]

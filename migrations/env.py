@@ -4,6 +4,7 @@ from alembic import context
 
 from mailgw.db.models import Base
 from mailgw.registry import models as _registry_models  # noqa: F401 - register tables
+from mailgw.search import models as _search_models  # full-text tables are not compared
 
 config = context.config
 engine = config.attributes.get("engine")
@@ -17,6 +18,8 @@ with engine.connect() as connection:
         connection=connection,
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        include_name=_search_models.include_name,
+        include_object=_search_models.include_object,
     )
     with context.begin_transaction():
         context.run_migrations()
