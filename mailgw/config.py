@@ -86,6 +86,7 @@ class RelayConfig:
 @dataclass
 class PipelineConfig:
     processes: int = 1  # 0: run the pipeline in the gateway's own process
+    nice: int = 10  # CPU priority of pipeline processes below the gateway's
     workers: int = 2
     lease_seconds: int = 60
     poll_seconds: float = 0.25
@@ -318,6 +319,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     },
     "pipeline": {
         "processes": _int(0),
+        "nice": _int(0),
         "workers": _int(1),
         "lease_seconds": _int(5),
         "poll_seconds": _float(0.01),

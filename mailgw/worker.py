@@ -108,6 +108,10 @@ async def _run(config: Config, parent: int) -> None:
 
 def pipeline_process_main(config: Config, parent: int) -> None:
     """Entry point of a pipeline process (started with the spawn method)."""
+    # Accepting mail comes first: during a burst the pipeline yields the CPU to the SMTP
+    # listener and catches up afterwards (its work is leased, nothing waits on it).
+    with contextlib.suppress(OSError):
+        os.nice(config.pipeline.nice)
     logging.basicConfig(
         level=config.log.level,
         format="%(asctime)s %(levelname)s pipeline[%(process)d] %(name)s: %(message)s",
