@@ -331,8 +331,11 @@ class _Evidence:
         return sym if self.score[sym] >= _MIN_SCORE else None
 
 
-def _scan(ev: _Evidence, source: str, text: str) -> None:
+def _scan(ev: _Evidence, source: str, text: str, weak: bool = False) -> None:
+    """``weak`` (the body of list mail): only a "Số:" header line counts."""
     weights = _WEIGHTS[source]
+    if weak:
+        weights = {"header": weights["header"]}
     quoted = _quoted_mask(text) if source == "body" else []
     header_seen = False
     for m in find_mentions(text):
@@ -369,13 +372,34 @@ def _date_near(text: str, end: int) -> dt.date | None:
     return None
 
 
-def build_facts(subject: str, body: str, attachments: Sequence[Attachment]) -> DocumentFacts:
-    """DocumentFacts from subject, body, attachment names and attachment text."""
+SENDER_KINDS = ("person", "list", "robot")
+
+
+def build_facts(
+    subject: str,
+    body: str,
+    attachments: Sequence[Attachment],
+    *,
+    sender: str = "person",
+) -> DocumentFacts:
+    """DocumentFacts from subject, body, attachment names and attachment text.
+
+    ``sender`` says who wrote the mail text (see :func:`mailgw.mime.parse.sender_kind`):
+    "person"; "list" (newsletters, mailing lists: a number named in their text is news about a
+    document, not the number of one they carry; only a "Số:" header line in the body counts);
+    "robot" (auto-replies, delivery reports, notices of a document system: their subject and
+    text only *mention* documents, often several; only attached files can carry one).
+    """
     is_reply, is_forward, bare_subject = reply_forward(subject)
     files = [a for a in attachments if not a.is_signature]
     ev = _Evidence()
-    _scan(ev, "subject", bare_subject)
-    _scan(ev, "body", body)
+    if sender == "robot":
+        for text in (bare_subject, body):
+            for m in find_mentions(text):
+                ev.cite(m.symbol)
+    else:
+        _scan(ev, "subject", bare_subject)
+        _scan(ev, "body", body, weak=sender == "list")
     for att in files:
         sym = symbol_from_filename(att.filename)
         if sym:

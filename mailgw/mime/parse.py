@@ -13,6 +13,7 @@ import datetime as dt
 import email
 import email.utils
 import hashlib
+import re
 from dataclasses import dataclass, field
 from email import policy
 from email.message import Message
@@ -25,9 +26,9 @@ from .facts import build_facts
 from .headers import decode_header_value
 from .html import html_to_text
 from .model import Attachment, CalendarEvent, DocumentFacts, ParsedMessage
-from .text import nfc
+from .text import fold, nfc
 
-__all__ = ["DEFAULT_PARSE_LIMITS", "ParseLimits", "parse_message"]
+__all__ = ["DEFAULT_PARSE_LIMITS", "ParseLimits", "parse_message", "sender_kind"]
 
 
 @dataclass(frozen=True)
@@ -297,10 +298,24 @@ class _Walker:
                 inline = bool(part.get("content-id"))
             except Exception:
                 inline = False
+        if (
+            inline
+            and disposition == "inline"
+            and not in_related
+            and filename
+            and not ctype.startswith("image/")
+        ):
+            # Apple Mail and mobile clients mark every attached file "inline": a named PDF or
+            # DOCX outside multipart/related is not part of the body, it is an attached file
+            inline = False
         is_signature = ctype in _SIGNATURE_TYPES or bool(
             filename and filename.lower().endswith(_SIGNATURE_EXT) and "signature" in ctype
         )
-        if filename and filename.lower().endswith(".p7s"):
+        lname = (filename or "").lower()
+        if lname.endswith((".p7s", ".sig")):
+            # detached signatures travel as application/octet-stream too (x.pdf.sig)
+            is_signature = True
+        elif lname.endswith(".asc") and payload.lstrip().startswith(b"-----BEGIN PGP SIGNATURE"):
             is_signature = True
         att = Attachment(
             filename=filename,
@@ -354,6 +369,39 @@ class _Walker:
         texts.extend(a.text for a in sub.attachments if a.text)
         name = (subject[:120] + ".eml") if subject else None
         return data, nfc("\n\n".join(t for t in texts if t)), name
+
+
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(automatic reply|auto-?reply|autoreply|out of office|tra loi tu dong|vang mat"
+    r"|undeliverable|delivery status notification|returned mail|khong gui duoc)\b",
+    re.IGNORECASE,
+)
+
+
+def sender_kind(headers: list[tuple[str, str]], subject: str) -> str:
+    """Who wrote the text of the mail: "robot", "list" or "person".
+
+    robot: Auto-Submitted: auto-*, delivery and read reports (multipart/report),
+    auto-replies (X-Autoreply, "Automatic reply:", "Trả lời tự động:"); list: newsletters and
+    mailing lists (List-Id, List-Unsubscribe, Precedence: bulk/list/junk).
+    """
+    kind = "person"
+    for name, value in headers:
+        key = name.lower()
+        v = value.strip().lower()
+        if key == "auto-submitted" and v.startswith("auto-"):
+            return "robot"
+        if key in ("x-autoreply", "x-autorespond") and v not in ("", "no", "false"):
+            return "robot"
+        if key == "content-type" and v.startswith("multipart/report"):
+            return "robot"
+        if key in ("list-id", "list-unsubscribe") or (
+            key == "precedence" and v in ("bulk", "list", "junk")
+        ):
+            kind = "list"
+    if _AUTO_SUBJECT.match(fold(subject or "")):
+        return "robot"
+    return kind
 
 
 def _date(value: str | None, defects: list[str]) -> dt.datetime | None:
@@ -454,7 +502,9 @@ def _parse(raw: bytes, extract: bool, limits: ParseLimits, defects: list[str]) -
         defects.append("MIME structure too deep: cut")
     body_text = nfc("\n\n".join(p.strip("\n") for p in walker.body_parts)).strip()
 
-    facts = build_facts(subject, body_text, walker.attachments)
+    facts = build_facts(
+        subject, body_text, walker.attachments, sender=sender_kind(headers, subject)
+    )
     return ParsedMessage(
         message_id=_message_id(decode_header_value(_raw_header(msg, "message-id", limits))),
         subject=subject,

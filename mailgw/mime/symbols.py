@@ -237,18 +237,29 @@ def _role(text: str, start: int, prev_end: int) -> str:
     return "neutral"
 
 
+# Between two numbers of one citation list: "Căn cứ Nghị quyết số 19-NQ/TW ngày 16/6/2022 của
+# Trung ương và Kế hoạch số 38-KH/TU của Tỉnh ủy; ..." - the second is cited too, until the
+# sentence or the list item ends.
+_LIST_END = re.compile(r"[;!?\n]|\.(?:\s|$)")
+
+
 def find_mentions(text: str) -> list[Mention]:
     """All symbols in ``text`` with how they are used (header/own/cited/neutral)."""
     out: list[Mention] = []
     prev_end = 0
+    prev_role = None
     for m in _SYMBOL_RE.finditer(text):
         sym = _from_match(m)
         if sym is None:
             continue
-        out.append(
-            Mention(format_symbol(sym), m.start(), m.end(), _role(text, m.start(), prev_end))
-        )
+        role = _role(text, m.start(), prev_end)
+        if role in ("neutral", "own") and prev_role == "cited":
+            between = text[prev_end : m.start()]
+            if not _LIST_END.search(between) and not _OWN_RE.search(fold(between)):
+                role = "cited"
+        out.append(Mention(format_symbol(sym), m.start(), m.end(), role))
         prev_end = m.end()
+        prev_role = role
     return out
 
 
@@ -257,12 +268,14 @@ _FILE_STD = re.compile(
     rf"(?P<segs>{_SEG}(?:-{_SEG})+)(?![{_LETTERS}])"
 )
 _FILE_TYPE_FIRST = re.compile(
-    rf"(?<![{_LETTERS}0-9])(?P<type>[{_LETTERS}]{{2,4}})(?P<num>\d{{1,5}})-(?P<segs>{_SEG}(?:-{_SEG})*)(?![{_LETTERS}])"
+    rf"(?<![{_LETTERS}0-9])(?P<type>[{_LETTERS}]{{2,4}})[ _.]?(?P<num>\d{{1,5}})"
+    rf"-(?P<segs>{_SEG}(?:-{_SEG})*)(?![{_LETTERS}])"
 )
 
 
 def symbol_from_filename(name: str | None) -> str | None:
-    """A symbol written in a file name: "89-BC-UBND ...pdf", "08_2026_QĐ-UBND_...", "BC48-SNV".
+    """A symbol written in a file name: "89-BC-UBND ...pdf", "08_2026_QĐ-UBND_...", "BC48-SNV",
+    "GM 23-PGDĐT.pdf" (type code, then the number, then the issuer).
 
     "/" cannot appear in file names, so writers use "-" or "_". Only forms whose first letter
     segment is a known type code, or that look like a công văn (two upper-case segments), count.
@@ -284,8 +297,9 @@ def symbol_from_filename(name: str | None) -> str | None:
         sym = _build(m.group("num"), m.group("year"), segs, None)
         if sym is not None:
             return format_symbol(sym)
-    m2 = _FILE_TYPE_FIRST.search(stem)
-    if m2 and _key(m2.group("type")) in _CODE_KEY:
+    for m2 in _FILE_TYPE_FIRST.finditer(stem):
+        if _key(m2.group("type")) not in _CODE_KEY:
+            continue
         segs = [m2.group("type"), *m2.group("segs").split("-")]
         if all(s == s.upper() for s in segs[1:]):
             sym = _build(m2.group("num"), None, segs, None)
