@@ -22,6 +22,7 @@ from mailgw.db.models import PROCESSING, QUEUED, SENDING, SPOOLED, Message, Rule
 from mailgw.delivery import RelayQueue
 from mailgw.pipeline import Pipeline, Stage, release_held_for_relay
 from mailgw.rules.manager import RulesManager
+from mailgw.rules.problems import RulesError
 from mailgw.smtp.policy import ConnectionCounter, Networks, RateLimiter
 from mailgw.smtp.relay import RelayTarget
 from mailgw.smtp.server import (
@@ -150,9 +151,20 @@ class Gateway:
         await self._start_api()
 
     def _load_rules(self) -> RulesManager:
+        assert self.sessions is not None
+        with self.sessions() as session:  # rules sent through the API, when there is no file
+            stored = session.scalar(
+                select(RuleVersion.text).where(RuleVersion.active, RuleVersion.source == "api")
+            )
         manager = RulesManager(self.config.rules.file, on_loaded=self._store_rules_version)
         if manager.problems:
             raise RulesFileError([str(p) for p in manager.problems])
+        if stored is not None and manager.path is None:
+            try:
+                manager.activate_text(stored, "api")
+            except RulesError as exc:
+                log.error("the rules stored from the API no longer load, using the defaults: %s",
+                          exc)  # fmt: skip
         return manager
 
     def _store_rules_version(self, text: str, sha256: str, source: str) -> None:
@@ -240,7 +252,13 @@ class Gateway:
         if config.api.listen is None:
             return
         assert self.sessions is not None
-        app = create_app(self.sessions, config.storage.data_dir, config.storage.min_free_mb)
+        app = create_app(
+            self.sessions,
+            config.storage.data_dir,
+            config.storage.min_free_mb,
+            rules=self.rules,
+            timezone=config.registry.timezone,
+        )
         uv_config = uvicorn.Config(
             app,
             host=config.api.listen.host,

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailgw import metrics
 from mailgw.aio import wait_any
 from mailgw.db.models import BOUNCED, DEFERRED, QUEUED, RELAYED, SENDING, Message, utcnow
 from mailgw.lease import kept_alive
@@ -245,6 +246,7 @@ class RelayQueue:
             )
         if values.get("state") == RELAYED:
             self.relayed += 1
+        metrics.relay_outcome(values.get("state"))
 
     def _release(self, out: Outgoing, exc: Exception) -> None:
         """After an unexpected error: back to deferred, so the message is retried, not stuck."""

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailgw import metrics
 from mailgw.aio import wait_any
 from mailgw.db.models import (
     HELD,
@@ -196,13 +198,20 @@ class Pipeline:
         if loaded is None:
             return
         job, attempts = loaded
+        started = time.perf_counter()
         try:
             for stage in self.stages:
+                t0 = time.perf_counter()
                 stage(job)
+                metrics.STAGE_SECONDS.labels(metrics.stage_name(stage)).observe(
+                    time.perf_counter() - t0
+                )
         except Exception as exc:
             log.exception("%s: processing failed (attempt %d)", job.queue_id, attempts)
+            metrics.PROCESSING_FAILED.inc()
             self._failed(job, attempts, exc)
             return
+        metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
         self._finish(job)
 
     def _finish(self, job: Job) -> None:
@@ -235,6 +244,7 @@ class Pipeline:
                 log.warning("%s: lease lost before it was marked processed", job.queue_id)
                 return
         self.processed += 1
+        metrics.PROCESSED.inc()
         if self.on_processed:
             self.on_processed()
 

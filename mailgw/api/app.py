@@ -13,17 +13,48 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailgw import __version__
+from mailgw.api import (
+    admin_routes,
+    docs_routes,
+    documents_routes,
+    metrics_routes,
+    registers_routes,
+    rules_routes,
+    stats_routes,
+)
 from mailgw.api.auth import Caller, require
+from mailgw.api.common import AUTH_ERRORS
+from mailgw.registry.numbering import DEFAULT_TIMEZONE
+from mailgw.rules.manager import RulesManager
 from mailgw.stats import status_report
 
 
-def create_app(sessions: sessionmaker[Session], data_dir: Path, min_free_mb: int = 0) -> FastAPI:
-    app = FastAPI(title="mailgw", version=__version__, docs_url="/docs", redoc_url=None)
+def create_app(
+    sessions: sessionmaker[Session],
+    data_dir: Path,
+    min_free_mb: int = 0,
+    *,
+    rules: RulesManager | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
+) -> FastAPI:
+    """The API. ``rules``: the gateway's rules manager (the /rules routes answer 503 without
+    it); ``timezone``: the registry's, for months and years in /stats."""
+    # /docs is served from the package's own assets (docs_routes): nothing from a CDN.
+    app = FastAPI(title="mailgw", version=__version__, docs_url=None, redoc_url=None)
     app.state.sessions = sessions
     app.state.data_dir = data_dir
     app.state.started = time.time()
+    app.state.rules = rules
+    app.state.timezone = timezone
+    for module in (documents_routes, registers_routes, stats_routes, rules_routes,
+                   admin_routes, metrics_routes, docs_routes):  # fmt: skip
+        app.include_router(module.router)
 
-    @app.get("/health", tags=["operations"])
+    @app.get(
+        "/health",
+        tags=["operations"],
+        responses={503: {"description": "The database or the data disk is not ready"}},
+    )
     def health() -> JSONResponse:
         """Liveness and readiness: the process, the database and the data disk. No auth."""
         checks: dict[str, Any] = {"process": "ok"}
@@ -47,7 +78,7 @@ def create_app(sessions: sessionmaker[Session], data_dir: Path, min_free_mb: int
         body = {"status": "ok" if ok else "error", "checks": checks, "version": __version__}
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/status", tags=["operations"])
+    @app.get("/status", tags=["operations"], responses={**AUTH_ERRORS})
     def status(caller: Caller = Depends(require("service", "auditor"))) -> dict[str, Any]:
         """Queue counts by state, oldest queued age, throughput, last errors, version, uptime."""
         with sessions() as session:

@@ -41,6 +41,7 @@ class RulesManager:
         self._requested = False
         self._event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._text_rules: RuleSet | None = None  # set by activate_text (no rules file)
         self.reload()
         if self._active is None:
             self._activate(default_rules())
@@ -64,7 +65,7 @@ class RulesManager:
     def _candidate(self) -> tuple[RuleSet | None, list[Problem], _Stamp]:
         """Read and compile the rules file (no state change; safe to run in a thread)."""
         if self.path is None:
-            return default_rules(), [], ()
+            return self._text_rules or default_rules(), [], ()
         stamp_before = self._file_stamp([str(self.path)])
         try:
             text = self.path.read_text(encoding="utf-8")
@@ -100,6 +101,17 @@ class RulesManager:
 
     def _short(self) -> str:
         return self._active.version[:12] if self._active else "none"
+
+    def activate_text(self, text: str, source: str = "api") -> RuleSet:
+        """Validate ``text`` and make it the active rules, for a manager without a rules file
+        (the gateway on its default rules, rules sent through the API). Raises RulesError, and
+        then the active rules stay; a later reload keeps these rules instead of the defaults."""
+        if self.path is not None:
+            raise ValueError(f"the rules come from {self.path}: write the file instead")
+        rules = load_rules(text, source)
+        self._text_rules = rules
+        self._apply(rules, [], ())
+        return rules
 
     def reload(self) -> list[Problem]:
         """Load the rules file now. Returns its problems ([] when the new rules are active);
