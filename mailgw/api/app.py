@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailgw import __version__
+from mailgw.api import search_routes
 from mailgw.api import (
     admin_routes,
     docs_routes,
@@ -44,6 +45,7 @@ def create_app(
     app.state.sessions = sessions
     app.state.data_dir = data_dir
     app.state.started = time.time()
+    app.include_router(search_routes.router)  # GET /documents, /messages (search)
     app.state.rules = rules
     app.state.timezone = timezone
     for module in (documents_routes, registers_routes, stats_routes, rules_routes,

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from mailgw.mime.symbols import normalize_symbol
 from mailgw.mime.text import fold
 from mailgw.search.models import FTS_COLUMNS, FTS_TABLE, SearchEntry, SearchTerm
 
@@ -39,11 +40,17 @@ def tokens(s: str | None, limit: int = MAX_TOKENS) -> list[str]:
 
 
 def symbol_key(s: str | None) -> str | None:
-    """45/GM-UBND, "45 / GM - UBND", 45/gm-ubnd → 45/gm-ubnd."""
+    """45/GM-UBND, "45 / GM - UBND", 45/gm-ubnd → 45/gm-ubnd; 7/QĐ-UBND → 07/qd-ubnd (the
+    canonical spelling of ``mailgw.mime.symbols`` first, when the text parses as a symbol)."""
     if not s:
         return None
-    key = "".join(fold(s).split())
+    key = "".join(fold(normalize_symbol(s) or s).split())
     return key[:255] or None
+
+
+def type_key(s: str | None) -> str | None:
+    """QĐ → qd: a document type code, folded."""
+    return "".join(fold(s).split())[:32] or None if s else None
 
 
 def local_date(arrival: dt.datetime) -> dt.date:
@@ -111,7 +118,7 @@ class Record:
             "register": self.register,
             "number": self.number,
             "symbol": symbol_key(self.symbol),
-            "doc_type": symbol_key(self.doc_type),
+            "doc_type": type_key(self.doc_type),
             "urgency": self.urgency,
             "signed": self.signed,
             "subject": self.subject or None,

@@ -1,0 +1,57 @@
+"""GET /documents and GET /messages: search with the query language of docs/search.md.
+
+Auditors and admins only; every search, answered or refused, is written to the audit log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from mailgw.api import audit
+from mailgw.api.auth import Caller, require
+from mailgw.search import service
+from mailgw.search.models import DOCUMENT, MESSAGE
+
+router = APIRouter(tags=["search"])
+
+
+def _run(request: Request, caller: Caller, kind: str, action: str) -> JSONResponse:
+    params = request.query_params
+    q = params.get("q")
+    try:
+        limit_text = params.get("limit", "20")
+        if not limit_text.isascii() or not limit_text.isdigit() or len(limit_text) > 6:
+            raise service.SearchError("limit is a whole number", "limit")
+        req = service.Request(
+            kind=kind,
+            q=q if q is not None else "",
+            sort=params.get("sort") or None,
+            order=params.get("order") or "desc",
+            limit=int(limit_text),
+            cursor=params.get("cursor") or None,
+        )
+        with request.app.state.sessions() as session:
+            body: dict[str, Any] = service.search(session, req)
+        status = 200
+    except service.SearchError as exc:
+        body, status = exc.body(), 400
+    audit.record(request, caller, action, query=q or "", status=status)
+    return JSONResponse(body, status_code=status)
+
+
+@router.get("/documents")
+def search_documents(
+    request: Request, caller: Caller = Depends(require("auditor"))
+) -> JSONResponse:
+    """Search register entries: ``q`` (docs/search.md), ``sort`` relevance|date, ``order``
+    desc|asc, ``limit`` (1-100, default 20), ``cursor`` (``next_cursor`` of the last page)."""
+    return _run(request, caller, DOCUMENT, "search.documents")
+
+
+@router.get("/messages")
+def search_messages(request: Request, caller: Caller = Depends(require("auditor"))) -> JSONResponse:
+    """Search messages; the same parameters and query language as /documents."""
+    return _run(request, caller, MESSAGE, "search.messages")

@@ -1,0 +1,201 @@
+"""Running a search: parse, build SQL, fetch one page, add details and snippets."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailgw.db.models import Message
+from mailgw.registry.models import RegisterEntry
+from mailgw.search import snippets
+from mailgw.search.models import DOCUMENT, MESSAGE, SearchEntry
+from mailgw.search.query import DOCUMENT_ONLY, Query, QueryError, parse
+from mailgw.search.sql import Plan, build
+
+SORTS = ("relevance", "date")
+ORDERS = ("desc", "asc")
+MAX_LIMIT = 100
+
+
+class SearchError(ValueError):
+    """A bad request: ``param`` names the parameter, ``position`` the place in ``q``."""
+
+    def __init__(self, message: str, param: str = "q", position: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.position = position
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": "bad_query" if self.param == "q" else "bad_request",
+                               "param": self.param, "message": self.message}  # fmt: skip
+        if self.position is not None:
+            out["position"] = self.position
+        return out
+
+
+@dataclass(frozen=True)
+class Request:
+    kind: str
+    q: str
+    sort: str | None = None  # None: relevance when there are words, else date
+    order: str = "desc"
+    limit: int = 20
+    cursor: str | None = None
+
+
+def _fingerprint(kind: str, q: str, sort: str, order: str) -> str:
+    return hashlib.sha256(f"{kind}\0{q}\0{sort}\0{order}".encode()).hexdigest()[:16]
+
+
+def encode_cursor(fp: str, key: Any, last_id: int) -> str:
+    if isinstance(key, dt.datetime):
+        key = key.isoformat()
+    raw = json.dumps({"f": fp, "k": key, "i": last_id}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, fp: str, sort: str) -> tuple[Any, int]:
+    bad = SearchError("the cursor is not valid for this search", "cursor")
+    if len(cursor) > 400:
+        raise bad
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if data["f"] != fp:
+            raise SearchError("the cursor belongs to another query, sort or order", "cursor")
+        last_id = data["i"]
+        if not isinstance(last_id, int) or isinstance(last_id, bool):
+            raise bad
+        if sort == "date":
+            key: Any = dt.datetime.fromisoformat(data["k"])
+            if key.tzinfo is None:
+                raise bad
+        else:
+            key = data["k"]
+            if not isinstance(key, int | float) or isinstance(key, bool):
+                raise bad
+            key = float(key)
+        return key, last_id
+    except SearchError:
+        raise
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise bad from None
+
+
+def plan_for(req: Request) -> Plan:
+    try:
+        query = parse(req.q)
+    except QueryError as exc:
+        raise SearchError(exc.message, "q", exc.position) from None
+    if req.kind == MESSAGE:
+        for term in query.terms:
+            if term.field in DOCUMENT_ONLY:
+                raise SearchError(
+                    f"'{term.field}:' applies to documents (GET /documents) only",
+                    "q", term.position,
+                )  # fmt: skip
+    if req.sort is not None and req.sort not in SORTS:
+        raise SearchError(f"sort is one of {', '.join(SORTS)}", "sort")
+    if req.order not in ORDERS:
+        raise SearchError(f"order is one of {', '.join(ORDERS)}", "order")
+    if not 1 <= req.limit <= MAX_LIMIT:
+        raise SearchError(f"limit is between 1 and {MAX_LIMIT}", "limit")
+    has_words = any(t.field is None and not t.negated for t in query.terms)
+    sort = req.sort or ("relevance" if has_words else "date")
+    if sort == "relevance" and not has_words:
+        sort = "date"  # nothing to rank by: newest first, as documented
+    fp = _fingerprint(req.kind, req.q, sort, req.order)
+    after = decode_cursor(req.cursor, fp, sort) if req.cursor else None
+    return Plan(req.kind, query, sort, req.order, req.limit, after)
+
+
+def search(session: Session, req: Request) -> dict[str, Any]:
+    plan = plan_for(req)
+    dialect = session.get_bind().dialect.name
+    statement = build(plan, dialect)
+    rows = session.execute(statement, plan.params).all()
+    page, more = rows[: plan.limit], len(rows) > plan.limit
+    fp = _fingerprint(req.kind, req.q, plan.sort, plan.order)
+    next_cursor = None
+    if more and page:
+        last = page[-1]
+        key = last.score if plan.sort == "relevance" else _aware(last.arrival)
+        next_cursor = encode_cursor(fp, key, last.id)
+    results = details(session, plan.kind, page, plan.query)
+    return {
+        "query": req.q,
+        "sort": plan.sort,
+        "order": plan.order,
+        "limit": plan.limit,
+        "results": results,
+        "next_cursor": next_cursor,
+    }
+
+
+def _aware(value: Any) -> dt.datetime:
+    if isinstance(value, str):  # SQLite through a text() query
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def details(session: Session, kind: str, page: list[Any], query: Query) -> list[dict[str, Any]]:
+    if not page:
+        return []
+    toks = query.highlight_tokens()
+    ids = [r.id for r in page]
+    entries = {e.id: e for e in session.scalars(select(SearchEntry).where(SearchEntry.id.in_(ids)))}
+    out = []
+    if kind == DOCUMENT:
+        refs = [r.ref_id for r in page]
+        docs = {
+            d.id: d
+            for d in session.scalars(select(RegisterEntry).where(RegisterEntry.id.in_(refs)))
+        }
+        for r in page:
+            si, d = entries[r.id], docs.get(r.ref_id)
+            if d is None:
+                continue
+            body = "\n".join(t for t in (d.summary, d.text) if t)
+            out.append({
+                "id": d.id, "register": d.register, "year": d.year, "number": d.number,
+                "revision": d.revision, "arrival": _aware(d.arrival).isoformat(),
+                "symbol": d.doc_symbol, "type": d.doc_type, "type_name": d.doc_type_name,
+                "issuer": d.issuer, "summary": d.summary, "urgency": d.urgency,
+                "filename": d.filename, "content_type": d.content_type, "size": d.size,
+                "sha256": d.sha256, "message_row_id": d.message_row_id,
+                "subject": si.subject, "category": si.category, "signed": si.signed,
+                "score": _score(r), "subject_highlighted": snippets.highlight(si.subject, toks),
+                "snippet": snippets.snippet(body, toks),
+            })  # fmt: skip
+    else:
+        refs = [r.ref_id for r in page]
+        msgs = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(refs)))}
+        for r in page:
+            si, m = entries[r.id], msgs.get(r.ref_id)
+            if m is None:
+                continue
+            out.append({
+                "id": m.id, "queue_id": m.queue_id, "arrival": _aware(m.received_at).isoformat(),
+                "mail_from": m.mail_from, "rcpt_to": m.rcpt_to, "header_from": m.header_from,
+                "subject": m.subject, "category": m.category, "tags": m.tags or [],
+                "state": m.state, "message_id": m.message_id,
+                "attachments": [a.get("filename") for a in (m.attachments or [])],
+                "signed": si.signed, "score": _score(r),
+                "subject_highlighted": snippets.highlight(m.subject, toks),
+                "snippet": snippets.snippet(si.body, toks),
+            })  # fmt: skip
+    return out
+
+
+def _score(row: Any) -> float | None:
+    return round(float(row.score), 6) if row.score else None

@@ -1,0 +1,106 @@
+"""Highlighted snippets cut from the ORIGINAL text (with diacritics).
+
+The text is folded character by character (the same folding as the index: no marks, đ→d,
+case-folded), so a match found in the folded text maps back to the original characters. For
+Vietnamese (and most text) every character folds to exactly one character and the mapping is
+the identity; otherwise an offset table maps folded positions back.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable
+
+from mailgw.mime.text import fold
+
+MARK_OPEN, MARK_CLOSE = "<mark>", "</mark>"
+WIDTH = 200  # characters of context in a snippet
+MAX_SCAN = 200_000  # characters of a text looked at
+
+
+def _fold_char(ch: str) -> str:
+    return " " if ch.isspace() else fold(ch)
+
+
+def fold_with_offsets(s: str) -> tuple[str, list[int] | None]:
+    """(folded, offsets): offsets[i] is the original index of folded character i (None: same)."""
+    table = {c: _fold_char(c) for c in set(s)}
+    if all(len(v) == 1 for v in table.values()):
+        return s.translate({ord(c): v for c, v in table.items()}), None
+    out: list[str] = []
+    offsets: list[int] = []
+    for i, ch in enumerate(s):
+        f = table[ch]
+        out.append(f)
+        offsets.extend([i] * len(f))
+    offsets.append(len(s))
+    return "".join(out), offsets
+
+
+def _pattern(tokens: Iterable[str]) -> re.Pattern[str] | None:
+    toks = sorted({t for t in tokens if t}, key=len, reverse=True)
+    if not toks:
+        return None
+    return re.compile(r"(?<![^\W_])(?:" + "|".join(map(re.escape, toks)) + r")(?![^\W_])")
+
+
+def matches(s: str, tokens: Iterable[str]) -> list[tuple[int, int, str]]:
+    """(start, end, token) in the original string of every whole-token match."""
+    pattern = _pattern(tokens)
+    if pattern is None or not s:
+        return []
+    s = s[:MAX_SCAN]
+    folded, offsets = fold_with_offsets(s)
+    found = []
+    for m in pattern.finditer(folded):
+        a, b = m.span()
+        if offsets is not None:
+            a, b = offsets[a], offsets[b - 1] + 1
+        found.append((a, b, m.group()))
+    return found
+
+
+def _render(s: str, spans: list[tuple[int, int, str]], start: int, end: int) -> str:
+    out, at = [], start
+    for a, b, _ in spans:
+        if a < start or b > end:
+            continue
+        out.append(html.escape(s[at:a]))
+        out.append(MARK_OPEN + html.escape(s[a:b]) + MARK_CLOSE)
+        at = b
+    out.append(html.escape(s[at:end]))
+    return "".join(out)
+
+
+def highlight(s: str | None, tokens: Iterable[str]) -> str | None:
+    """The whole text, HTML-escaped, every matched word in <mark>…</mark> (for subjects)."""
+    if s is None:
+        return None
+    return _render(s, matches(s, tokens), 0, len(s))
+
+
+def snippet(s: str | None, tokens: Iterable[str], width: int = WIDTH) -> str | None:
+    """About ``width`` characters around the densest group of matches, HTML-escaped, matched
+    words in <mark>…</mark>, "…" where the text was cut; the start of the text if nothing
+    matches."""
+    if not s:
+        return None
+    spans = matches(s, tokens)
+    if not spans:
+        cut = s[:width]
+        return html.escape(" ".join(cut.split())) + ("…" if len(s) > width else "")
+    best, best_count = 0, -1
+    for i, (a, _, _) in enumerate(spans[:200]):
+        seen = {tok for x, y, tok in spans[i:] if y <= a + width}
+        if len(seen) > best_count:
+            best, best_count = i, len(seen)
+    a = spans[best][0]
+    start = max(0, a - width // 4)
+    while start > 0 and not s[start - 1].isspace() and a - start < width // 2:
+        start -= 1
+    end = min(len(s), start + width)
+    while end < len(s) and not s[end].isspace() and end - start < width + 30:
+        end += 1
+    body = " ".join(_render(s, spans, start, end).split())
+    return ("…" if start > 0 else "") + body + ("…" if end < len(s) else "")

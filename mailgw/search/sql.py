@@ -1,0 +1,178 @@
+"""Query terms → SQL, per dialect: SQLite FTS5 MATCH or PostgreSQL tsquery, plus plain SQL
+conditions on the indexed columns of ``search_index`` for the field filters.
+
+Sorting is keyset-paginated: by (arrival, id) for ``date`` and by (score, id) for
+``relevance`` (SQLite: bm25 with the subject weighted 4×; PostgreSQL: ts_rank, subject lexemes
+have weight A). The cursor carries the last row's key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Float, Integer, String, TextClause, bindparam, text
+
+from mailgw.db.models import UTCDateTime
+from mailgw.search.index import PREFIX, day_start
+from mailgw.search.models import FTS_TABLE
+from mailgw.search.query import Query, Term
+
+COLUMN_OF = {  # exact filters → search_index column
+    "category": "category",
+    "symbol": "symbol",
+    "type": "doc_type",
+    "register": "register",
+    "urgency": "urgency",
+    "signed": "signed",
+    "number": "number",
+    "year": "year",
+}
+FTS_COLUMNS_OF = {  # text filters → FTS5 columns
+    None: "{subject body}",
+    "subject": "{subject}",
+    "from": "{sender}",
+    "to": "{recipients}",
+    "filename": "{filename}",
+    "issuer": "{issuer}",
+}
+TSV_PREFIX_OF = {"from": PREFIX["sender"], "to": PREFIX["recipients"],
+                 "filename": PREFIX["filename"], "issuer": PREFIX["issuer"]}  # fmt: skip
+BM25 = f"bm25({FTS_TABLE}, 4.0, 1.0, 0.0, 0.0, 0.0, 0.0)"
+
+
+@dataclass
+class Plan:
+    kind: str
+    query: Query
+    sort: str  # relevance | date
+    order: str  # desc | asc
+    limit: int
+    after: tuple[Any, int] | None = None  # cursor: (score or arrival, id) of the last row
+    params: dict[str, Any] = field(default_factory=dict)
+    types: dict[str, Any] = field(default_factory=dict)
+
+    def bind(self, value: Any, type_: Any = None) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        if type_ is not None:
+            self.types[name] = type_
+        return f":{name}"
+
+
+# --- full text
+
+
+def fts5_term(term: Term) -> str:
+    phrase = " ".join(term.tokens)  # tokens are letters and digits only: safe inside quotes
+    return f'{FTS_COLUMNS_OF[term.field]} : "{phrase}"'
+
+
+def fts5_match(positive: list[Term], negative: list[Term]) -> str | None:
+    if not positive:
+        return None
+    expr = " AND ".join(f"({fts5_term(t)})" for t in positive)
+    for t in negative:
+        expr = f"({expr}) NOT ({fts5_term(t)})"
+    return expr
+
+
+def tsquery_term(term: Term) -> str:
+    if term.field == "subject":
+        lexemes = [f"'{tok}':A" for tok in term.tokens]
+    else:
+        prefix = TSV_PREFIX_OF.get(term.field or "", "")
+        lexemes = [f"'{prefix}{tok}'" for tok in term.tokens]
+    return "(" + " <-> ".join(lexemes) + ")"
+
+
+def tsquery(positive: list[Term], negative: list[Term]) -> str:
+    parts = [tsquery_term(t) for t in positive] + ["!" + tsquery_term(t) for t in negative]
+    return " & ".join(parts)
+
+
+# --- filters
+
+
+def filter_condition(plan: Plan, term: Term) -> str:
+    f = term.field
+    if f in ("tag", "sha256"):
+        p = plan.bind(term.key)
+        cond = f"si.id IN (SELECT entry_id FROM search_terms WHERE field = '{f}' AND value = {p})"
+        return f"NOT ({cond})" if term.negated else cond
+    if f in ("after", "before"):
+        assert isinstance(term.key, dt.date)
+        p = plan.bind(day_start(term.key), UTCDateTime())
+        after = (f == "after") != term.negated
+        return f"si.arrival >= {p}" if after else f"si.arrival < {p}"
+    column = COLUMN_OF[f or ""]
+    p = plan.bind(term.key, Integer() if f in ("number", "year") else String())
+    if term.negated:
+        return f"(si.{column} IS NULL OR si.{column} <> {p})"
+    return f"si.{column} = {p}"
+
+
+def build(plan: Plan, dialect: str) -> TextClause:
+    """The SELECT for one page (limit + 1 rows): id, kind, ref_id, arrival, score."""
+    q = plan.query
+    text_terms = [t for t in q.terms if t.field is None or t.field in FTS_COLUMNS_OF]
+    positive = [t for t in text_terms if not t.negated]
+    negative = [t for t in text_terms if t.negated]
+    conds = [f"si.kind = {plan.bind(plan.kind)}"]
+    conds += [filter_condition(plan, t) for t in q.terms if t not in text_terms]
+    relevance = plan.sort == "relevance" and bool(positive)
+    source = "search_index si"
+    score = "0.0"
+    if dialect == "sqlite":
+        match = fts5_match(positive, negative)
+        if match is not None and relevance:
+            source = (
+                f"(SELECT rowid AS id, -{BM25} AS score FROM {FTS_TABLE} "
+                f"WHERE {FTS_TABLE} MATCH {plan.bind(match)}) m "
+                "JOIN search_index si ON si.id = m.id"
+            )
+            score = "m.score"
+        elif match is not None:
+            conds.append(
+                f"si.id IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH "
+                f"{plan.bind(match)})"
+            )
+        elif negative:
+            neg = " OR ".join(f"({fts5_term(t)})" for t in negative)
+            conds.append(
+                f"si.id NOT IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH "
+                f"{plan.bind(neg)})"
+            )
+    elif text_terms:
+        tsq = f"CAST({plan.bind(tsquery(positive, negative))} AS tsquery)"
+        conds.append(f"si.tsv @@ {tsq}")
+        if relevance:
+            score = f"ts_rank(si.tsv, {tsq})::float8"
+    key = "score" if relevance else "arrival"
+    inner = (
+        f"SELECT si.id AS id, si.kind AS kind, si.ref_id AS ref_id, si.arrival AS arrival, "
+        f"{score} AS score FROM {source} WHERE {' AND '.join(conds)}"
+    )
+    op = "<" if plan.order == "desc" else ">"
+    direction = "DESC" if plan.order == "desc" else "ASC"
+    outer = [] if plan.after is None else [_keyset(plan, key, op)]
+    sql = f"SELECT * FROM ({inner}) r"
+    if dialect == "sqlite" and relevance:
+        # a materialised CTE: bm25() cannot be used once SQLite flattens the subquery
+        sql = f"WITH r AS MATERIALIZED ({inner}) SELECT * FROM r"
+    if outer:
+        sql += f" WHERE {' AND '.join(outer)}"
+    sql += f" ORDER BY r.{key} {direction}, r.id {direction} LIMIT {int(plan.limit) + 1}"
+    clause = text(sql)
+    binds = [bindparam(name, type_=type_) for name, type_ in plan.types.items()]
+    return clause.bindparams(*binds) if binds else clause
+
+
+def _keyset(plan: Plan, key: str, op: str) -> str:
+    assert plan.after is not None
+    value, last_id = plan.after
+    type_ = Float() if key == "score" else UTCDateTime()
+    k = plan.bind(value, type_)
+    i = plan.bind(last_id, Integer())
+    return f"(r.{key} {op} {k} OR (r.{key} = {k} AND r.id {op} {i}))"
