@@ -73,3 +73,28 @@ def test_robot_mail_has_no_own_symbol():
     pm = parse_message(raw, extract_text=False)
     assert pm.facts.symbol is None
     assert set(pm.facts.cited_symbols) == {"215/QĐ-UBND", "67/TB-VPUB"}
+
+
+def test_docx_header_table_stays_on_top_of_a_long_document():
+    import io
+
+    import docx
+
+    from mailgw.mime.extract import ExtractLimits, extract_text
+
+    d = docx.Document()
+    t = d.add_table(rows=2, cols=2)
+    t.cell(0, 0).text = "UBND TỈNH QUẢNG NGÃI\nSỞ NỘI VỤ"
+    t.cell(0, 1).text = "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
+    t.cell(1, 0).text = "Số: 77/KH-SNV"
+    t.cell(1, 1).text = "Quảng Ngãi, ngày 06 tháng 5 năm 2026"
+    d.add_paragraph("KẾ HOẠCH")
+    for i in range(60):
+        d.add_paragraph(f"{i}. Nội dung thực hiện nhiệm vụ cải cách hành chính năm 2026.")
+    buf = io.BytesIO()
+    d.save(buf)
+    text, err = extract_text(
+        buf.getvalue(), "application/octet-stream", "kh.docx", limits=ExtractLimits(isolate=False)
+    )
+    assert err is None
+    assert text.index("Số: 77/KH-SNV") < text.index("KẾ HOẠCH") < 200

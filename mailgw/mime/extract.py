@@ -178,16 +178,23 @@ def _docx(payload: bytes, limits: ExtractLimits) -> str:
         raise ExtractError(f"broken DOCX: {exc.__class__.__name__}") from None
     parts: list[str] = []
     size = 0
-    for para in document.paragraphs:
-        parts.append(para.text)
-        size += len(para.text)
-        if size > limits.max_chars:
-            return "\n".join(parts)
-    for table in document.tables:
-        for row in table.rows:
-            cells = [c.text for c in row.cells]
-            parts.append("\t".join(cells))
-            size += sum(map(len, cells))
+    # Paragraphs and tables in document order: the Decree-30 header block (issuer | motto,
+    # "Số: ..." | place and date) is usually a table at the top, and must stay at the top.
+    try:
+        blocks = list(document.iter_inner_content())
+    except Exception:
+        blocks = [*document.paragraphs, *document.tables]
+    for block in blocks:
+        if hasattr(block, "rows"):
+            for row in block.rows:
+                cells = [c.text for c in row.cells]
+                parts.append("\t".join(cells))
+                size += sum(map(len, cells))
+                if size > limits.max_chars:
+                    return "\n".join(parts)
+        else:
+            parts.append(block.text)
+            size += len(block.text)
             if size > limits.max_chars:
                 return "\n".join(parts)
     return "\n".join(parts)

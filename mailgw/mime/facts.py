@@ -213,7 +213,8 @@ def _issuer_above(lines: list[str], idx: int) -> str | None:
     block: list[str] = []
     j = idx - 1
     while j >= 0 and len(block) < 3:
-        line = lines[j].strip()
+        # a header table read row by row: the issuer is the left cell ("SỞ Y TẾ\tCỘNG HÒA …")
+        line = lines[j].split("\t", 1)[0].strip()
         if not line:
             if block:
                 break
