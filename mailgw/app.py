@@ -118,7 +118,7 @@ class Gateway:
             stages = self.stages or build_stages(config, self.sessions, self.rules)
             self.pipeline = Pipeline(
                 self.sessions,
-                self.spool.read,
+                self.spool,
                 stages,
                 relay_enabled=target is not None,
                 lifetime=lifetime,

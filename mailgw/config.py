@@ -115,6 +115,13 @@ class RegisterConfig:
 
 
 @dataclass
+class NotifyConfig:
+    from_address: str = ""  # From: of notifications; empty: mailgw@<smtp.hostname>
+    agency: str = "Cơ quan"  # the agency's name as it appears in notifications
+    templates_dir: Path | None = None  # searched before the packaged templates/notify
+
+
+@dataclass
 class RegistryConfig:
     timezone: str = "Asia/Ho_Chi_Minh"  # the register year follows the agency's calendar
     register: list[RegisterConfig] = field(
@@ -140,6 +147,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<embedded defaults>"
 
@@ -327,6 +335,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     "api": {"listen": _listen, "tls_cert": _path, "tls_key": _path},
     "rules": {"file": _path, "poll_seconds": _float(0.1)},
     "registry": {"timezone": _timezone, "register": _registers, "units": _units},
+    "notify": {"from_address": _str, "agency": _str, "templates_dir": _path},
     "log": {"level": _level},
 }
 
@@ -399,6 +408,7 @@ def _resolve_paths(config: Config, base: Path) -> None:
         section.tls_key = resolve(section.tls_key)
     config.relay.ca_file = resolve(config.relay.ca_file)
     config.rules.file = resolve(config.rules.file)
+    config.notify.templates_dir = resolve(config.notify.templates_dir)
 
 
 def _cross_checks(config: Config) -> list[str]:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailgw import metrics
@@ -34,6 +34,7 @@ from mailgw.db.models import (
 )
 from mailgw.lease import kept_alive
 from mailgw.mime.model import ParsedMessage
+from mailgw.spool import Incoming, Spool
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Job:
     signature: dict[str, Any] | None = None  # filled by the signature stage (issue 4)
     registers: list[str] = field(default_factory=list)
     notifications: list[Any] = field(default_factory=list)
+    registered: list[Any] = field(default_factory=list)  # what the register stage numbered
+    outbound: list[Incoming] = field(default_factory=list)  # notifications to spool with it
 
 
 Stage = Callable[[Job], None]
@@ -119,7 +122,7 @@ class Pipeline:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        read_raw: Callable[[str], bytes],
+        spool: Spool,
         stages: list[Stage],
         *,
         relay_enabled: bool,
@@ -130,7 +133,7 @@ class Pipeline:
         owner: str | None = None,
     ):
         self.sessions = sessions
-        self.read_raw = read_raw
+        self.spool = spool
         self.stages = stages
         self.relay_enabled = relay_enabled
         self.lifetime = lifetime
@@ -189,7 +192,7 @@ class Pipeline:
                 auth_user=row.auth_user,
                 listener=row.listener,
                 received_at=row.received_at,
-                raw=self.read_raw(row.spool_path),
+                raw=self.spool.read(row.spool_path),
             )
             return job, row.process_attempts
 
@@ -234,6 +237,9 @@ class Pipeline:
         if job.extra_rcpts:
             values["rcpt_to"] = job.rcpt_to + [r for r in job.extra_rcpts if r not in job.rcpt_to]
         values.update(self._route(job))
+        # Notifications are written before, and their rows committed with, the message's own
+        # update: processed exactly once in effect, however often the stages ran.
+        outbound = [self.spool.prepare(m) for m in job.outbound]
         with self.sessions() as session, session.begin():
             done = session.execute(
                 update(Message)
@@ -243,6 +249,8 @@ class Pipeline:
             if done.rowcount != 1:
                 log.warning("%s: lease lost before it was marked processed", job.queue_id)
                 return
+            if outbound:
+                session.execute(insert(Message), outbound)
         self.processed += 1
         metrics.PROCESSED.inc()
         if self.on_processed:

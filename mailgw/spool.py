@@ -54,6 +54,7 @@ class Incoming:
     trace_headers: bytes = b""
     # For messages the gateway makes itself (DSNs, notifications): skip the pipeline.
     initial_state: str = SPOOLED
+    hold_reason: str | None = None
     expires_at: dt.datetime | None = None
     received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     queue_id: str = field(default_factory=lambda: new_queue_id())
@@ -161,6 +162,13 @@ class Spool:
         finally:
             self.in_flight -= 1
 
+    def prepare(self, msg: Incoming) -> dict:
+        """Write ``msg`` durably now (in the calling thread) and return its row, for a caller
+        that inserts it in a transaction of its own (the pipeline, with its notifications)."""
+        path = self.path_for(msg.queue_id, msg.received_at)
+        digest = self._write_file(path, msg.raw)
+        return self._row(msg, msg.queue_id, path, digest)
+
     def _row(self, msg: Incoming, queue_id: str, path: Path, digest: str) -> dict:
         now = msg.received_at
         row = {
@@ -187,6 +195,7 @@ class Spool:
             row["next_attempt_at"] = now
             row["expires_at"] = msg.expires_at
             row["processed_at"] = now
+            row["hold_reason"] = msg.hold_reason
         return row
 
     async def _flush_loop(self) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailgw.config import Config
 from mailgw.decide import ActiveRules, rules_stage
 from mailgw.keys import Keyring
+from mailgw.notify.render import NotificationTemplates
+from mailgw.notify.stage import notify_stage
 from mailgw.pipeline import Stage, parse_stage, trace_stage
 from mailgw.registry.blobs import FileBlobStore
 from mailgw.registry.stage import register_stage
@@ -18,8 +22,17 @@ from mailgw.smtp.policy import Networks
 def build_stages(
     config: Config, sessions: sessionmaker[Session], rules: ActiveRules
 ) -> list[Stage]:
-    """parse ▶ verify signatures ▶ rules ▶ register documents ▶ index for search ▶ trace."""
+    """parse ▶ verify signatures ▶ rules ▶ register documents ▶ index for search ▶ notify
+    ▶ trace."""
     trusted = Networks(config.smtp.trusted_networks)
+    notifying = notify_stage(
+        NotificationTemplates([config.notify.templates_dir] if config.notify.templates_dir else []),
+        agency=config.notify.agency,
+        hostname=config.hostname,
+        from_addr=config.notify.from_address or f"mailgw@{config.hostname}",
+        relay_enabled=bool(config.relay.host),
+        lifetime=dt.timedelta(hours=config.relay.max_lifetime_hours),
+    )
     store = FileBlobStore.in_data_dir(config.storage.data_dir)
     keyring = Keyring.for_data_dir(config.storage.data_dir)
     return [
@@ -28,5 +41,6 @@ def build_stages(
         rules_stage(rules, trusted),
         register_stage(sessions, store, config.registry),
         index_stage(sessions),
+        notifying,
         trace_stage,
     ]

@@ -74,7 +74,7 @@ async def _run(config: Config, parent: int) -> None:
     spool = Spool(config.storage.data_dir, sessions)
     pipeline = Pipeline(
         sessions,
-        spool.read,
+        spool,
         build_stages(config, sessions, rules),
         relay_enabled=bool(config.relay.host),
         lifetime=dt.timedelta(hours=config.relay.max_lifetime_hours),

@@ -88,6 +88,8 @@ class Registered:
     part_index: int
     new: bool  # a number was given now (False: found from an earlier run)
     repeat: bool = False  # the same content was registered before: arrival recorded
+    symbol: str | None = None  # the document's number/symbol, for notifications
+    filename: str | None = None
 
     def __str__(self) -> str:
         return f"{self.register} {self.year}/{self.number}"
@@ -245,7 +247,8 @@ def register_documents(
                 ))  # fmt: skip
             results.append(Registered(register, entry.year, entry.number, entry.id,
                                       doc.part_index, new=state == "repeat",
-                                      repeat=state != "done"))  # fmt: skip
+                                      repeat=state != "done", symbol=entry.doc_symbol,
+                                      filename=entry.filename))  # fmt: skip
             continue
         notes = fields.notes
         if len(files) > 1:
@@ -265,7 +268,8 @@ def register_documents(
         session.add(entry)
         session.flush()
         known.add(entry)
-        results.append(Registered(register, year, entry.number, entry.id, doc.part_index, True))
+        results.append(Registered(register, year, entry.number, entry.id, doc.part_index, True,
+                                  symbol=entry.doc_symbol, filename=entry.filename))  # fmt: skip
     if seq != head.last_seq:
         advance_chain(session, register, seq, prev_hash)
     return results

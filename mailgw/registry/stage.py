@@ -45,6 +45,7 @@ def register_stage(
             fields=fields_of(job.parsed, job.rcpt_to, settings.units),
             signature=job.signature, timezone=settings.timezone,
         )  # fmt: skip
+        job.registered = results
         if results:
             job.headers.append((HEADER, header_value(results)))
             log.info("%s: registered %s", job.queue_id, header_value(results))
