@@ -178,7 +178,17 @@ class _Known:
                  documents: list[Document]):  # fmt: skip
         e = RegisterEntry
         rows = session.execute(
-            select(e.id, e.year, e.number, e.seq, e.message_row_id, e.part_index, e.sha256)
+            select(
+                e.id,
+                e.year,
+                e.number,
+                e.seq,
+                e.message_row_id,
+                e.part_index,
+                e.sha256,
+                e.doc_symbol,
+                e.filename,
+            )
             .where(
                 e.register == register,
                 e.revision == 0,
