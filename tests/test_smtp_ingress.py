@@ -272,3 +272,36 @@ async def test_large_message_checked_off_the_loop(config: Config, make_gateway) 
                   big + b"bare\nlf\r\n")  # fmt: skip
     assert info.value.smtp_code == 550
     assert len(rows(gw)) == 1
+
+
+async def test_implicit_tls_listener(submission_config: Config, make_gateway) -> None:
+    import ssl
+
+    submission_config.smtp.smtps_listen = Listen("127.0.0.1", 0)
+    gw = await make_gateway(submission_config)
+    with gw.sessions() as session, session.begin():
+        accounts.add_user(session, "clerk", "pw-465")
+    host, port = gw.listening["smtps"]
+
+    def send_over_tls() -> tuple[int, bytes]:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with smtplib.SMTP_SSL(host, port, context=ctx, timeout=30) as client:
+            client.ehlo("client.test")
+            client.login("clerk", "pw-465")
+            client.mail("clerk@example.gov.vn")
+            client.rcpt("x@outside.example")
+            return client.data(MSG)
+
+    code, _ = await run(send_over_tls)
+    assert code == 250
+    [row] = rows(gw)
+    assert row.listener == "smtps" and row.auth_user == "clerk"
+    assert b"with ESMTPSA" in row.trace_headers
+    # Plain text on the implicit-TLS port gets no SMTP greeting.
+    client = None
+    with pytest.raises((ConnectionError, OSError)):
+        client = await run(RawSMTP, host, port, 3)
+    if client:
+        client.close()

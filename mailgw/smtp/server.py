@@ -16,6 +16,7 @@ import logging
 import re
 import ssl
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -199,22 +200,25 @@ class GatewaySMTP(SMTP):
         self._counted = False
         self.busy = False  # inside DATA: let it finish on shutdown
         policy = handler.policy
-        super().__init__(
-            handler,
-            data_size_limit=policy.max_message_size,
-            enable_SMTPUTF8=True,
-            decode_data=False,
-            hostname=policy.hostname,
-            ident=f"mailgw {__version__}",
-            tls_context=None if kind.implicit_tls else kind.tls_context,
-            require_starttls=kind.auth and not kind.implicit_tls,
-            auth_required=kind.auth,
-            auth_require_tls=not kind.implicit_tls,
-            auth_exclude_mechanism=None if kind.auth else ["PLAIN", "LOGIN"],
-            # Credentials are checked in auth_PLAIN/auth_LOGIN below, off the event loop.
-            authenticator=lambda *args: AuthResult(success=True, auth_data=args[-1]),
-            **kwargs,
-        )
+        with warnings.catch_warnings():
+            # Implicit TLS: the whole session is encrypted, so AUTH need not wait for STARTTLS.
+            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+            super().__init__(
+                handler,
+                data_size_limit=policy.max_message_size,
+                enable_SMTPUTF8=True,
+                decode_data=False,
+                hostname=policy.hostname,
+                ident=f"mailgw {__version__}",
+                tls_context=None if kind.implicit_tls else kind.tls_context,
+                require_starttls=kind.auth and not kind.implicit_tls,
+                auth_required=kind.auth,
+                auth_require_tls=not kind.implicit_tls,
+                auth_exclude_mechanism=None if kind.auth else ["PLAIN", "LOGIN"],
+                # Credentials are checked in auth_PLAIN/auth_LOGIN below, off the event loop.
+                authenticator=lambda *args: AuthResult(success=True, auth_data=args[-1]),
+                **kwargs,
+            )
         self.handler_obj = handler
 
     # --- connection limits and shutdown
