@@ -48,7 +48,9 @@ def parse(path: str) -> dict[str, Counter]:
             thread = "?"
             if frames and (frames[0].startswith("thread ") or frames[0].startswith("process ")):
                 # with --threads the first frame names the thread; drop "process" frames too
-                while frames and (frames[0].startswith("process ") or frames[0].startswith("thread ")):
+                while frames and (
+                    frames[0].startswith("process ") or frames[0].startswith("thread ")
+                ):
                     if frames[0].startswith("thread "):
                         thread = frames[0]
                     frames = frames[1:]
@@ -105,8 +107,7 @@ def main() -> None:
     for name, n in buckets.most_common():
         print(f"  {100 * n / total:5.1f}%  {name}")
 
-    busy = Counter({st: n for st, n in all_stacks.items()
-                    if not bucket(st).startswith("idle")})
+    busy = Counter({st: n for st, n in all_stacks.items() if not bucket(st).startswith("idle")})
     nbusy = sum(busy.values()) or 1
     self_t: Counter = Counter()
     incl: Counter = Counter()

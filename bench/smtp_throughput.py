@@ -97,9 +97,8 @@ def log(msg: str) -> None:
 
 
 def start(argv: list[str], out: Path, **kwargs) -> subprocess.Popen:
-    fh = open(out, "ab")
-    proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, **kwargs)
-    fh.close()
+    with open(out, "ab") as fh:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, **kwargs)
     _children.append(proc)
     return proc
 
@@ -193,7 +192,7 @@ def proc_cpu_seconds(pid: int) -> float:
 def machine_cpu() -> tuple[int, int, int]:
     """(busy, iowait, total) jiffies over all CPUs."""
     v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, idle, iowait, irq, softirq, steal = v
+    user, nice, system, _idle, iowait, irq, softirq, steal = v
     return user + nice + system + irq + softirq + steal, iowait, sum(v)
 
 
@@ -220,8 +219,20 @@ class Load:
 
 
 def smtp_source(port: int, size: int, msgs: int, out: Path) -> tuple[int, float, str]:
-    argv = [SMTP_SOURCE, "-s", str(SESSIONS), "-m", str(msgs), "-l", str(size),
-            "-f", "a@x.gov.vn", "-t", "b@x.gov.vn", f"{ADDR}:{port}"]
+    argv = [
+        SMTP_SOURCE,
+        "-s",
+        str(SESSIONS),
+        "-m",
+        str(msgs),
+        "-l",
+        str(size),
+        "-f",
+        "a@x.gov.vn",
+        "-t",
+        "b@x.gov.vn",
+        f"{ADDR}:{port}",
+    ]
     t0 = time.monotonic()
     try:
         res = subprocess.run(argv, capture_output=True, timeout=LOAD_TIMEOUT)
@@ -243,11 +254,16 @@ def timed_load(server: str, port: int, size: int, run: int) -> Load:
     ncpu = os.cpu_count() or 1
     total = max(c1[2] - c0[2], 1)
     return Load(
-        server=server, size=size, run=run, rc=rc, elapsed=round(elapsed, 3),
+        server=server,
+        size=size,
+        run=run,
+        rc=rc,
+        elapsed=round(elapsed, 3),
         msg_per_s=round(MSGS / elapsed, 1) if elapsed > 0 else 0.0,
         cpu_busy_pct=round(100 * ncpu * (c1[0] - c0[0]) / total),
         iowait_pct=round(100 * ncpu * (c1[1] - c0[1]) / total),
-        load1_before=load1, errors=text[:300],
+        load1_before=load1,
+        errors=text[:300],
     )
 
 
@@ -321,10 +337,18 @@ def count_stored(data_dir: Path, db_name: str | None) -> tuple[int, dict[str, in
 def mailgw_rev() -> str:
     """HEAD and whether mailgw/ has uncommitted changes (others edit it while we measure)."""
     try:
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "mailgw"],
-                               capture_output=True, text=True, timeout=30).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "mailgw"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return "?"
     return rev + ("+dirty" if dirty else "")
@@ -349,8 +373,12 @@ def mailgw_run(size: int, run: int, profile: bool = False) -> Load | None:
         _pg_databases.append(db_name)
     cfg = mailgw_config(data_dir, db_name)
     if db_name:
-        up = subprocess.run([str(MAILGW), "db", "upgrade", "-c", str(cfg)],
-                            capture_output=True, text=True, timeout=120)
+        up = subprocess.run(
+            [str(MAILGW), "db", "upgrade", "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if up.returncode != 0:
             raise RuntimeError(f"mailgw db upgrade failed: {up.stdout}{up.stderr}")
     if not port_free(MAILGW_PORT):
@@ -376,10 +404,23 @@ def mailgw_run(size: int, run: int, profile: bool = False) -> Load | None:
             # PROFILE_MODE: cpu = on-CPU samples only; idle = also threads blocked in
             # fsync/epoll/queues (wall clock); gil = only the thread holding the GIL.
             mode_flags = {"cpu": [], "idle": ["--idle"], "gil": ["--gil"]}[PROFILE_MODE]
-            spy = start([py_spy, "record", "--pid", str(proc.pid), "--rate", "200",
-                         "--threads", *mode_flags, "--format", "raw",
-                         "-o", str(OUT / f"profile_mailgw_{size}_{PROFILE_MODE}.txt")],
-                        OUT / f"profile_mailgw_{size}.py-spy.log")
+            spy = start(
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--rate",
+                    "200",
+                    "--threads",
+                    *mode_flags,
+                    "--format",
+                    "raw",
+                    "-o",
+                    str(OUT / f"profile_mailgw_{size}_{PROFILE_MODE}.txt"),
+                ],
+                OUT / f"profile_mailgw_{size}.py-spy.log",
+            )
             time.sleep(1.0)
         cpu0 = proc_cpu_seconds(proc.pid)
         load = timed_load("mailgw-profiled" if profile else "mailgw", MAILGW_PORT, size, run)
@@ -421,8 +462,10 @@ def mailgw_run(size: int, run: int, profile: bool = False) -> Load | None:
         rc = stop(proc)
         t_end = time.monotonic()
         if "t_ready" in locals():
-            log(f"  mailgw start-up {t_ready - t_start:.1f}s, stop (SIGTERM to exit)"
-                f" {t_end - t_stop:.1f}s")
+            log(
+                f"  mailgw start-up {t_ready - t_start:.1f}s, stop (SIGTERM to exit)"
+                f" {t_end - t_stop:.1f}s"
+            )
         if rc not in (0, None):
             log(f"mailgw exited with {rc} (see {OUT}/mailgw_{size}_{label}.serve.log)")
         if db_name:
@@ -435,8 +478,10 @@ def mailgw_run(size: int, run: int, profile: bool = False) -> Load | None:
 def bare_loads() -> list[Load]:
     if not port_free(BARE_PORT):
         raise RuntimeError(f"{ADDR}:{BARE_PORT} is already in use")
-    proc = start([str(PYTHON), str(REPO / "bench" / "bare_aiosmtpd.py"), "--port", str(BARE_PORT)],
-                 OUT / "bare.log")
+    proc = start(
+        [str(PYTHON), str(REPO / "bench" / "bare_aiosmtpd.py"), "--port", str(BARE_PORT)],
+        OUT / "bare.log",
+    )
     loads = []
     try:
         wait_smtp(BARE_PORT, proc)
@@ -463,9 +508,16 @@ def postfix_loads() -> list[Load]:
         log(f"postfix: skipped ({POSTFIX_BASELINE} not found)")
         return []
     pf_bench = BENCH_DIR / "postfix"
-    env = dict(os.environ, BENCH=str(pf_bench), RUNS=str(RUNS), MSGS=str(MSGS),
-               SESSIONS=str(SESSIONS), SIZES=" ".join(map(str, SIZES)), WARMUP=str(WARMUP),
-               SKIP_SINK="1")
+    env = dict(
+        os.environ,
+        BENCH=str(pf_bench),
+        RUNS=str(RUNS),
+        MSGS=str(MSGS),
+        SESSIONS=str(SESSIONS),
+        SIZES=" ".join(map(str, SIZES)),
+        WARMUP=str(WARMUP),
+        SKIP_SINK="1",
+    )
     env.pop("KEEP_INSTANCE", None)
     log(f"postfix: running {POSTFIX_BASELINE} (BENCH={pf_bench}, SKIP_SINK=1)")
     proc = start(["bash", str(POSTFIX_BASELINE)], OUT / "postfix-baseline.out", env=env)
@@ -489,14 +541,21 @@ def postfix_loads() -> list[Load]:
                 if row["target"] != "postfix":
                     continue
                 load = Load(
-                    server="postfix", size=int(row["size"]), run=int(row["run"]),
-                    rc=int(row["rc"]), elapsed=float(row["elapsed_s"]),
-                    msg_per_s=float(row["msg_per_s"]), cpu_busy_pct=float(row["cpu_busy_pct"]),
-                    iowait_pct=float(row["iowait_pct"]), load1_before="",
-                    extra={"accepted": row["accepted"],
-                           "sent/other/removed": row["sent/other/removed"],
-                           "queue_empty": row["queue_empty"],
-                           "backlog_at_end": row["backlog_at_end"]},
+                    server="postfix",
+                    size=int(row["size"]),
+                    run=int(row["run"]),
+                    rc=int(row["rc"]),
+                    elapsed=float(row["elapsed_s"]),
+                    msg_per_s=float(row["msg_per_s"]),
+                    cpu_busy_pct=float(row["cpu_busy_pct"]),
+                    iowait_pct=float(row["iowait_pct"]),
+                    load1_before="",
+                    extra={
+                        "accepted": row["accepted"],
+                        "sent/other/removed": row["sent/other/removed"],
+                        "queue_empty": row["queue_empty"],
+                        "backlog_at_end": row["backlog_at_end"],
+                    },
                 )
                 record(load)
                 loads.append(load)
@@ -512,13 +571,18 @@ def record(load: Load) -> None:
     ex = load.extra
     note = ""
     if load.server.startswith("mailgw"):
-        note = (f" rev={ex.get('mailgw_rev')} cpu={ex['mailgw_cpu_s']}s ({ex['mailgw_cpu_ms_per_msg']} ms/msg)"
-                f" VmHWM={ex['VmHWM_kB']} kB rows={ex['rows']}/{ex['expected_rows']}"
-                f" files={ex['spool_files']} states={ex['states']}"
-                f" {'OK' if ex['count_ok'] else 'COUNT MISMATCH'}")
-    log(f"{load.server:8s} {load.size:7d} B run {load.run}: {load.msg_per_s:7.1f} msg/s"
+        note = (
+            f" rev={ex.get('mailgw_rev')} cpu={ex['mailgw_cpu_s']}s"
+            f" ({ex['mailgw_cpu_ms_per_msg']} ms/msg)"
+            f" VmHWM={ex['VmHWM_kB']} kB rows={ex['rows']}/{ex['expected_rows']}"
+            f" files={ex['spool_files']} states={ex['states']}"
+            f" {'OK' if ex['count_ok'] else 'COUNT MISMATCH'}"
+        )
+    log(
+        f"{load.server:8s} {load.size:7d} B run {load.run}: {load.msg_per_s:7.1f} msg/s"
         f" ({load.elapsed:.2f}s, rc={load.rc}, machine cpu {load.cpu_busy_pct:.0f}%"
-        f" iowait {load.iowait_pct:.0f}%, load1 {load.load1_before or '-'}){note}")
+        f" iowait {load.iowait_pct:.0f}%, load1 {load.load1_before or '-'}){note}"
+    )
     if load.rc != 0 or (load.server != "postfix" and load.errors):
         log(f"  smtp-source said: {load.errors}")
 
@@ -541,8 +605,11 @@ def report(loads: list[Load]) -> str:
         f"  {'mailgw/postfix':>14}  {'target':>6}  {'mailgw/bare':>11}",
     ]
     for size in SIZES:
-        m, p, b = median(loads, "mailgw", size), median(loads, "postfix", size), median(
-            loads, "bare", size)
+        m, p, b = (
+            median(loads, "mailgw", size),
+            median(loads, "postfix", size),
+            median(loads, "bare", size),
+        )
         rp = m / p if m and p else None
         rb = m / b if m and b else None
         target = TARGETS.get(size)
@@ -557,8 +624,10 @@ def report(loads: list[Load]) -> str:
     mg = [x for x in loads if x.server == "mailgw"]
     if mg:
         lines.append("")
-        lines.append("mailgw per run: peak RSS (VmHWM after the load), CPU of the mailgw process,"
-                     " correctness (rows == spool files == sent incl. warm-up)")
+        lines.append(
+            "mailgw per run: peak RSS (VmHWM after the load), CPU of the mailgw process,"
+            " correctness (rows == spool files == sent incl. warm-up)"
+        )
         for x in mg:
             ex = x.extra
             lines.append(
@@ -571,11 +640,15 @@ def report(loads: list[Load]) -> str:
         peak = max((x.extra["VmHWM_kB"] or 0) for x in mg)
         lines.append(f"  peak memory over all mailgw runs: {peak / 1024:.1f} MiB (VmHWM)")
         bad = [x for x in mg if not x.extra["count_ok"]]
-        lines.append("  correctness: " + ("all runs OK" if not bad else
-                                         f"{len(bad)} run(s) with a COUNT MISMATCH"))
+        lines.append(
+            "  correctness: "
+            + ("all runs OK" if not bad else f"{len(bad)} run(s) with a COUNT MISMATCH")
+        )
     lines.append("")
-    lines.append("ratios: mailgw/postfix >= 1 means mailgw accepts durably at least as fast as"
-                 " Postfix; mailgw/bare is the share of aiosmtpd's no-storage ceiling reached.")
+    lines.append(
+        "ratios: mailgw/postfix >= 1 means mailgw accepts durably at least as fast as"
+        " Postfix; mailgw/bare is the share of aiosmtpd's no-storage ceiling reached."
+    )
     return "\n".join(lines)
 
 
@@ -589,10 +662,15 @@ def main() -> int:
         if not os.access(binary, os.X_OK):
             print(f"missing {binary}", file=sys.stderr)
             return 1
-    log(f"results in {OUT}; servers {SERVERS}; sizes {SIZES}; msgs {MSGS}; runs {RUNS};"
+    log(
+        f"results in {OUT}; servers {SERVERS}; sizes {SIZES}; msgs {MSGS}; runs {RUNS};"
         f" sessions {SESSIONS}; warm-up {WARMUP}; db {DB}; profile {PROFILE}"
-        f"{'; VARIANT ' + VARIANT if VARIANT else ''}")
-    log(f"host {os.uname().release}, {os.cpu_count()} CPUs, load average {Path('/proc/loadavg').read_text().strip()}")
+        f"{'; VARIANT ' + VARIANT if VARIANT else ''}"
+    )
+    log(
+        f"host {os.uname().release}, {os.cpu_count()} CPUs, "
+        f"load average {Path('/proc/loadavg').read_text().strip()}"
+    )
     log(f"mailgw at {mailgw_rev()} (recorded again for every mailgw run)")
     loads: list[Load] = []
     for server in SERVERS:
@@ -620,9 +698,15 @@ def main() -> int:
                 summary = REPO / "bench" / "profile_summary.py"
                 prof = OUT / f"profile_mailgw_{size}_{PROFILE_MODE}.txt"
                 if prof.exists():
-                    res = subprocess.run([str(PYTHON), str(summary), str(prof)],
-                                         capture_output=True, text=True, timeout=120)
-                    (OUT / f"profile_mailgw_{size}_{PROFILE_MODE}.summary.txt").write_text(res.stdout + res.stderr)
+                    res = subprocess.run(
+                        [str(PYTHON), str(summary), str(prof)],
+                        capture_output=True,
+                        text=True,
+                        timeout=120,
+                    )
+                    (OUT / f"profile_mailgw_{size}_{PROFILE_MODE}.summary.txt").write_text(
+                        res.stdout + res.stderr
+                    )
     text = report(loads)
     (OUT / "summary.txt").write_text(text + "\n")
     print("\n" + text)

@@ -38,7 +38,7 @@ def test_check_config_reports_key_and_line(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(
         '[storage]\ndata_dir = "x"\n\n[smtp]\nlisten = "nowhere"\nmax_recipients = "ten"\n'
-        "colour = 1\n[relay]\nstarttls = \"maybe\"\n"
+        'colour = 1\n[relay]\nstarttls = "maybe"\n'
     )
     code, _, err = run(capsys, "check-config", "-c", str(bad))
     assert code == 2

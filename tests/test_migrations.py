@@ -19,12 +19,15 @@ def test_migrations_match_models_and_downgrade(database_url: str) -> None:
         upgrade(engine)
         assert is_up_to_date(engine)
         with engine.connect() as conn:
-            assert compare_metadata(
-                MigrationContext.configure(
-                    conn, opts={"include_name": include_name, "include_object": include_object}
-                ),
-                Base.metadata,
-            ) == []
+            assert (
+                compare_metadata(
+                    MigrationContext.configure(
+                        conn, opts={"include_name": include_name, "include_object": include_object}
+                    ),
+                    Base.metadata,
+                )
+                == []
+            )
         command.downgrade(alembic_config(engine), "base")
         upgrade(engine)
         assert is_up_to_date(engine)
