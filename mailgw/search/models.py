@@ -57,8 +57,10 @@ class SearchEntry(Base):
         UniqueConstraint("kind", "ref_id", name="uq_search_index_ref"),
         Index("ix_search_index_arrival", "kind", "arrival", "id"),
         Index("ix_search_index_category", "kind", "category", "arrival"),
-        Index("ix_search_index_symbol", "kind", "symbol"),
-        Index("ix_search_index_number", "kind", "register", "year", "number"),
+        # arrival last: the index also gives the date order, so SQLite uses it (with or
+        # without statistics) instead of walking ix_search_index_arrival for the order
+        Index("ix_search_index_symbol", "kind", "symbol", "arrival"),
+        Index("ix_search_index_number", "kind", "register", "year", "number", "arrival"),
         Index("ix_search_index_message", "message_row_id"),
     )
 

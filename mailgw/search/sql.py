@@ -12,7 +12,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, TextClause, bindparam, text
+from sqlalchemy import Engine, Float, Integer, String, TextClause, bindparam, text
+from sqlalchemy.orm import Session
 
 from mailgw.db.models import UTCDateTime
 from mailgw.search.index import PREFIX, day_start
@@ -39,6 +40,7 @@ FTS_COLUMNS_OF = {  # text filters → FTS5 columns
 }
 TSV_PREFIX_OF = {"from": PREFIX["sender"], "to": PREFIX["recipients"],
                  "filename": PREFIX["filename"], "issuer": PREFIX["issuer"]}  # fmt: skip
+MANY_MATCHES = 5000  # SQLite, date order: from this many matches on, walk the arrival index
 BM25 = f"bm25({FTS_TABLE}, 4.0, 1.0, 0.0, 0.0, 0.0, 0.0)"
 
 
@@ -50,6 +52,7 @@ class Plan:
     order: str  # desc | asc
     limit: int
     after: tuple[Any, int] | None = None  # cursor: (score or arrival, id) of the last row
+    drive: str = "fts"  # SQLite, date order with words: "fts" (few matches) or "index" (many)
     params: dict[str, Any] = field(default_factory=dict)
     types: dict[str, Any] = field(default_factory=dict)
 
@@ -95,6 +98,11 @@ def tsquery(positive: list[Term], negative: list[Term]) -> str:
 # --- filters
 
 
+def _text_terms(q: Query) -> tuple[list[Term], list[Term]]:
+    text_terms = [t for t in q.terms if t.field is None or t.field in FTS_COLUMNS_OF]
+    return [t for t in text_terms if not t.negated], [t for t in text_terms if t.negated]
+
+
 def filter_condition(plan: Plan, term: Term) -> str:
     f = term.field
     if f in ("tag", "sha256"):
@@ -113,27 +121,42 @@ def filter_condition(plan: Plan, term: Term) -> str:
     return f"si.{column} = {p}"
 
 
-def build(plan: Plan, dialect: str) -> TextClause:
-    """The SELECT for one page (limit + 1 rows): id, kind, ref_id, arrival, score."""
+def build(plan: Plan, dialect: str) -> str:
+    """The SELECT for one page (limit + 1 rows): id, kind, ref_id, arrival, score; parameters
+    (``:p0``…) in ``plan.params``."""
+    plan.params.clear()
+    plan.types.clear()
     q = plan.query
-    text_terms = [t for t in q.terms if t.field is None or t.field in FTS_COLUMNS_OF]
-    positive = [t for t in text_terms if not t.negated]
-    negative = [t for t in text_terms if t.negated]
+    positive, negative = _text_terms(q)
+    text_terms = positive + negative
     conds = [f"si.kind = {plan.bind(plan.kind)}"]
     conds += [filter_condition(plan, t) for t in q.terms if t not in text_terms]
     relevance = plan.sort == "relevance" and bool(positive)
     source = "search_index si"
     score = "0.0"
+    sha = next((t for t in q.terms if t.field == "sha256" and not t.negated), None)
+    if dialect == "sqlite" and sha is not None and not positive:
+        # a file's hash names a handful of rows: they drive (SQLite would rather walk the
+        # arrival index for the order and test every row)
+        source = (
+            "(SELECT entry_id AS id FROM search_terms WHERE field = 'sha256' AND value = "
+            f"{plan.bind(sha.key)}) h CROSS JOIN search_index si ON si.id = h.id"
+        )
     if dialect == "sqlite":
         match = fts5_match(positive, negative)
-        if match is not None and relevance:
+        if match is not None and (relevance or plan.drive == "fts"):
+            # CROSS JOIN: SQLite keeps this order (the matches drive). Without statistics it
+            # would otherwise look the MATCH up once per row of search_index.
+            ranked = f", -{BM25} AS score" if relevance else ""
             source = (
-                f"(SELECT rowid AS id, -{BM25} AS score FROM {FTS_TABLE} "
+                f"(SELECT rowid AS id{ranked} FROM {FTS_TABLE} "
                 f"WHERE {FTS_TABLE} MATCH {plan.bind(match)}) m "
-                "JOIN search_index si ON si.id = m.id"
+                "CROSS JOIN search_index si ON si.id = m.id"
             )
-            score = "m.score"
+            score = "m.score" if relevance else score
         elif match is not None:
+            # many matches, newest first: walk the arrival index, keep rows in the match list
+            source = "search_index si INDEXED BY ix_search_index_arrival"
             conds.append(
                 f"si.id IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH "
                 f"{plan.bind(match)})"
@@ -164,9 +187,66 @@ def build(plan: Plan, dialect: str) -> TextClause:
     if outer:
         sql += f" WHERE {' AND '.join(outer)}"
     sql += f" ORDER BY r.{key} {direction}, r.id {direction} LIMIT {int(plan.limit) + 1}"
+    return sql
+
+
+def statement(plan: Plan, sql: str) -> TextClause:
+    """``sql`` as an SQLAlchemy statement with typed parameters."""
     clause = text(sql)
     binds = [bindparam(name, type_=type_) for name, type_ in plan.types.items()]
     return clause.bindparams(*binds) if binds else clause
+
+
+def sqlite_params(plan: Plan) -> dict[str, Any]:
+    """Parameters for the sqlite3 driver itself: datetimes as SQLAlchemy stores them."""
+    return {
+        name: value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        if isinstance(value, dt.datetime)
+        else value
+        for name, value in plan.params.items()
+    }
+
+
+def execute(engine: Engine, session: Session, plan: Plan) -> list[Any]:
+    """Run the page query. On SQLite straight on a pooled driver connection in autocommit
+    mode: a plain read, so a search never holds the write lock (the engine begins every
+    SQLAlchemy transaction with BEGIN IMMEDIATE)."""
+    if engine.dialect.name != "sqlite":
+        sql = build(plan, engine.dialect.name)
+        return list(session.execute(statement(plan, sql), plan.params).all())
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        try:
+            plan.drive = "fts"
+            match = fts5_match(*_text_terms(plan.query))
+            if match is not None and plan.sort == "date":
+                # Few matches: fetch them and sort. Many: walk the arrival index instead.
+                cur.execute(
+                    f"SELECT count(*) FROM (SELECT 1 FROM {FTS_TABLE} WHERE {FTS_TABLE} "
+                    f"MATCH :m LIMIT {MANY_MATCHES})",
+                    {"m": match},
+                )
+                if cur.fetchone()[0] >= MANY_MATCHES:
+                    plan.drive = "index"
+            sql = build(plan, "sqlite")
+            cur.execute(sql, sqlite_params(plan))
+            names = [d[0] for d in cur.description]
+            return [Row(zip(names, values, strict=True)) for values in cur.fetchall()]
+        finally:
+            cur.close()
+    finally:
+        raw.close()
+
+
+class Row(dict):
+    """A result row with attribute access (id, kind, ref_id, arrival, score)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def _keyset(plan: Plan, key: str, op: str) -> str:

@@ -41,9 +41,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_search_index_arrival", "search_index", ["kind", "arrival", "id"])
     op.create_index("ix_search_index_category", "search_index", ["kind", "category", "arrival"])
-    op.create_index("ix_search_index_symbol", "search_index", ["kind", "symbol"])
+    op.create_index("ix_search_index_symbol", "search_index", ["kind", "symbol", "arrival"])
     op.create_index(
-        "ix_search_index_number", "search_index", ["kind", "register", "year", "number"]
+        "ix_search_index_number",
+        "search_index",
+        ["kind", "register", "year", "number", "arrival"],
     )
     op.create_index("ix_search_index_message", "search_index", ["message_row_id"])
     op.create_table(
