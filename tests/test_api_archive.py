@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import email.policy
 import re
+import ssl
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import quote
@@ -375,7 +376,8 @@ async def test_api_serves_https_when_configured(config: Config, tmp_path: Path, 
     tls = make_self_signed_cert(tmp_path / "tls")
     config.api.tls_cert, config.api.tls_key = tls.cert, tls.key
     gw = await make_gateway(config)
-    async with api(gw, "https", verify=str(tls.cert)) as client:
+    context = ssl.create_default_context(cafile=str(tls.cert))
+    async with api(gw, "https", verify=context) as client:
         response = await client.get("/health")
         assert response.status_code == 200
         stats = await client.get("/stats", headers=bearer(token(gw, "auditor")))
