@@ -192,7 +192,7 @@ def generate(url: str, n: int, batch: int, seed: int) -> None:
             print(f"  GIN index built in {time.monotonic() - t1:.0f} s", flush=True)
         raw.commit()
         if not sqlite:
-            raw.autocommit = True  # VACUUM cannot run in a transaction
+            raw.driver_connection.autocommit = True  # VACUUM cannot run in a transaction
             cur = raw.cursor()
             cur.execute("VACUUM ANALYZE search_index")
             cur.execute("VACUUM ANALYZE search_terms")
