@@ -309,3 +309,12 @@ def test_reindexing_updates_and_never_duplicates(archive: Archive) -> None:
     assert archive.subjects("/messages", "tom tat tag:moi")
     assert archive.subjects("/documents", "giay moi")  # the entry is indexed once too
     assert len(archive.find("/documents", "category:report")) == 1
+
+
+def test_relevance_ranks_the_most_recently_indexed_matches(archive: Archive, monkeypatch) -> None:
+    monkeypatch.setattr("mailgw.search.sql.RANKED", 3)
+    for i, body in enumerate(["kế hoạch", "kế hoạch kế hoạch kế hoạch", "kế hoạch", "kế hoạch"]):
+        archive.add(eml(f"Số {i}", body), at=T0 + dt.timedelta(hours=i), registers=())
+    # the first message (indexed first) is not ranked; the second ranks highest
+    assert archive.subjects("/messages", "ke hoach", sort="relevance") == ["Số 1", "Số 3", "Số 2"]
+    assert archive.subjects("/messages", "ke hoach") == ["Số 3", "Số 2", "Số 1", "Số 0"]

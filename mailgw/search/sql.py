@@ -40,6 +40,7 @@ FTS_COLUMNS_OF = {  # text filters → FTS5 columns
 }
 TSV_PREFIX_OF = {"from": PREFIX["sender"], "to": PREFIX["recipients"],
                  "filename": PREFIX["filename"], "issuer": PREFIX["issuer"]}  # fmt: skip
+RANKED = 2000  # relevance ranks at most this many matches: the most recently indexed ones
 MANY_MATCHES = 5000  # SQLite, date order: from this many matches on, walk the arrival index
 BM25 = f"bm25({FTS_TABLE}, 4.0, 1.0, 0.0, 0.0, 0.0, 0.0)"
 
@@ -148,9 +149,10 @@ def build(plan: Plan, dialect: str) -> str:
             # CROSS JOIN: SQLite keeps this order (the matches drive). Without statistics it
             # would otherwise look the MATCH up once per row of search_index.
             ranked = f", -{BM25} AS score" if relevance else ""
+            newest = " ORDER BY rowid DESC" if relevance else ""
             source = (
                 f"(SELECT rowid AS id{ranked} FROM {FTS_TABLE} "
-                f"WHERE {FTS_TABLE} MATCH {plan.bind(match)}) m "
+                f"WHERE {FTS_TABLE} MATCH {plan.bind(match)}{newest}) m "
                 "CROSS JOIN search_index si ON si.id = m.id"
             )
             score = "m.score" if relevance else score
@@ -173,10 +175,19 @@ def build(plan: Plan, dialect: str) -> str:
         if relevance:
             score = f"ts_rank(si.tsv, {tsq})::float8"
     key = "score" if relevance else "arrival"
-    inner = (
-        f"SELECT si.id AS id, si.kind AS kind, si.ref_id AS ref_id, si.arrival AS arrival, "
-        f"{score} AS score FROM {source} WHERE {' AND '.join(conds)}"
-    )
+    columns = "si.id AS id, si.kind AS kind, si.ref_id AS ref_id, si.arrival AS arrival"
+    inner = f"SELECT {columns}, {score} AS score FROM {source} WHERE {' AND '.join(conds)}"
+    if relevance:
+        # Rank the RANKED most recently indexed matches (all of them when there are fewer):
+        # ranking costs per match, and a common word matches a large part of the archive.
+        newest = f" ORDER BY si.id DESC LIMIT {RANKED}"
+        if dialect == "sqlite":  # m.id: the FTS5 scan gives that order, no sort
+            inner += newest.replace("si.id", "m.id")
+        else:
+            inner = (
+                f"SELECT {columns}, {score} AS score FROM (SELECT si.id, si.kind, si.ref_id, "
+                f"si.arrival, si.tsv FROM {source} WHERE {' AND '.join(conds)}{newest}) si"
+            )
     op = "<" if plan.order == "desc" else ">"
     direction = "DESC" if plan.order == "desc" else "ASC"
     outer = [] if plan.after is None else [_keyset(plan, key, op)]
