@@ -54,6 +54,9 @@ class Plan:
     limit: int
     after: tuple[Any, int] | None = None  # cursor: (score or arrival, id) of the last row
     drive: str = "fts"  # SQLite, date order with words: "fts" (few matches) or "index" (many)
+    # or "walk": the newest matches in rowid order (execute() bounds the date order with it)
+    rowid_range: tuple[int, int] | None = None  # SQLite: FTS rowids looked at
+    min_arrival: str | None = None  # SQLite: rows older than this cannot be on the page
     params: dict[str, Any] = field(default_factory=dict)
     types: dict[str, Any] = field(default_factory=dict)
 
@@ -143,18 +146,26 @@ def build(plan: Plan, dialect: str) -> str:
             "(SELECT entry_id AS id FROM search_terms WHERE field = 'sha256' AND value = "
             f"{plan.bind(sha.key)}) h CROSS JOIN search_index si ON si.id = h.id"
         )
+    id_column = "si.id"
     if dialect == "sqlite":
         match = fts5_match(positive, negative)
-        if match is not None and (relevance or plan.drive == "fts"):
+        if plan.min_arrival is not None:
+            conds.append(f"si.arrival >= {plan.bind(plan.min_arrival)}")
+        if match is not None and (relevance or plan.drive in ("fts", "walk")):
             # CROSS JOIN: SQLite keeps this order (the matches drive). Without statistics it
             # would otherwise look the MATCH up once per row of search_index.
             ranked = f", -{BM25} AS score" if relevance else ""
-            newest = " ORDER BY rowid DESC" if relevance else ""
+            newest = " ORDER BY rowid DESC" if relevance or plan.drive == "walk" else ""
+            within = ""
+            if plan.rowid_range is not None:
+                lo, hi = plan.rowid_range
+                within = f" AND rowid BETWEEN {plan.bind(lo)} AND {plan.bind(hi)}"
             source = (
                 f"(SELECT rowid AS id{ranked} FROM {FTS_TABLE} "
-                f"WHERE {FTS_TABLE} MATCH {plan.bind(match)}{newest}) m "
+                f"WHERE {FTS_TABLE} MATCH {plan.bind(match)}{within}{newest}) m "
                 "CROSS JOIN search_index si ON si.id = m.id"
             )
+            id_column = "m.id"  # the FTS5 scan gives that order: no sort
             score = "m.score" if relevance else score
         elif match is not None:
             # many matches, newest first: walk the arrival index, keep rows in the match list
@@ -170,12 +181,15 @@ def build(plan: Plan, dialect: str) -> str:
                 f"{plan.bind(neg)})"
             )
     elif text_terms:
+        if plan.rowid_range is not None:
+            lo, hi = plan.rowid_range
+            conds.append(f"si.id BETWEEN {plan.bind(lo, Integer())} AND {plan.bind(hi, Integer())}")
         tsq = f"CAST({plan.bind(tsquery(positive, negative))} AS tsquery)"
         conds.append(f"si.tsv @@ {tsq}")
         if relevance:
             score = f"ts_rank(si.tsv, {tsq})::float8"
     key = "score" if relevance else "arrival"
-    columns = "si.id AS id, si.kind AS kind, si.ref_id AS ref_id, si.arrival AS arrival"
+    columns = f"{id_column} AS id, si.kind AS kind, si.ref_id AS ref_id, si.arrival AS arrival"
     inner = f"SELECT {columns}, {score} AS score FROM {source} WHERE {' AND '.join(conds)}"
     if relevance:
         # Rank the RANKED most recently indexed matches (all of them when there are fewer):
@@ -197,6 +211,8 @@ def build(plan: Plan, dialect: str) -> str:
         sql = f"WITH r AS MATERIALIZED ({inner}) SELECT * FROM r"
     if outer:
         sql += f" WHERE {' AND '.join(outer)}"
+    if plan.drive == "walk" and dialect == "sqlite" and not relevance:
+        return sql + f" ORDER BY r.id DESC LIMIT {int(plan.limit) + 1}"
     sql += f" ORDER BY r.{key} {direction}, r.id {direction} LIMIT {int(plan.limit) + 1}"
     return sql
 
@@ -223,6 +239,13 @@ def execute(engine: Engine, session: Session, plan: Plan) -> list[Any]:
     mode: a plain read, so a search never holds the write lock (the engine begins every
     SQLAlchemy transaction with BEGIN IMMEDIATE)."""
     if engine.dialect.name != "sqlite":
+        bounds = _date_bounds(plan)
+        if bounds is not None and plan.sort == "relevance":
+            bound_plan, sql = bounds
+            found = session.execute(statement(bound_plan, sql), bound_plan.params).one()
+            if found[0] is None:
+                return []
+            plan.rowid_range = (found[0], found[1])
         sql = build(plan, engine.dialect.name)
         return list(session.execute(statement(plan, sql), plan.params).all())
     raw = engine.raw_connection()
@@ -231,6 +254,12 @@ def execute(engine: Engine, session: Session, plan: Plan) -> list[Any]:
         try:
             plan.drive = "fts"
             match = fts5_match(*_text_terms(plan.query))
+            if match is not None and plan.sort == "relevance":
+                found = _sqlite_date_bounds(cur, plan)
+                if found is not None:
+                    if found[0] is None:
+                        return []
+                    plan.rowid_range = (found[0], found[1])
             if match is not None and plan.sort == "date":
                 # Few matches: fetch them and sort. Many: walk the arrival index instead.
                 cur.execute(
@@ -240,6 +269,10 @@ def execute(engine: Engine, session: Session, plan: Plan) -> list[Any]:
                 )
                 if cur.fetchone()[0] >= MANY_MATCHES:
                     plan.drive = "index"
+                    if plan.order == "desc":
+                        rows = _newest_first(cur, plan)
+                        if rows is not None:
+                            return rows
             sql = build(plan, "sqlite")
             cur.execute(sql, sqlite_params(plan))
             names = [d[0] for d in cur.description]
@@ -267,3 +300,58 @@ def _keyset(plan: Plan, key: str, op: str) -> str:
     k = plan.bind(value, type_)
     i = plan.bind(last_id, Integer())
     return f"(r.{key} {op} {k} OR (r.{key} = {k} AND r.id {op} {i}))"
+
+
+def _fetch(cur: Any, sql: str, params: dict[str, Any]) -> list[Row]:
+    cur.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [Row(zip(names, values, strict=True)) for values in cur.fetchall()]
+
+
+def _newest_first(cur: Any, plan: Plan) -> list[Row] | None:
+    """SQLite, many matches, newest first, exactly, without listing every match.
+
+    Walk the matches from the highest rowid down (FTS5 streams that order) until a page's
+    worth passes the filters. Index ids grow with arrival almost always, so these are nearly
+    the newest; whatever they are, no row older than the oldest of them can be on the page.
+    Then only matches at least that new are fetched and sorted. ``None``: use the plan as is.
+    """
+    lo, hi = 0, 2**62
+    found = _sqlite_date_bounds(cur, plan)
+    if found is not None:  # rowids of the rows in the date range bound the walk
+        if found[0] is None:
+            return []
+        lo, hi = found
+    plan.drive, plan.rowid_range, plan.min_arrival = "walk", (lo, hi), None
+    walked = _fetch(cur, build(plan, "sqlite"), sqlite_params(plan))
+    if len(walked) <= plan.limit:  # every match: sort them
+        return sorted(walked, key=lambda r: (r.arrival, r.id), reverse=True)
+    oldest = min(r.arrival for r in walked)
+    cur.execute(
+        "SELECT min(id) FROM search_index WHERE kind = :k AND arrival >= :a",
+        {"k": plan.kind, "a": oldest},
+    )
+    first = cur.fetchone()[0]
+    plan.drive, plan.rowid_range, plan.min_arrival = "fts", (max(lo, first), hi), oldest
+    return _fetch(cur, build(plan, "sqlite"), sqlite_params(plan))
+
+
+def _date_bounds(plan: Plan) -> tuple[Plan, str] | None:
+    """The query for the lowest and highest id of the rows in the query's date range."""
+    dates = [t for t in plan.query.terms if t.field in ("after", "before")]
+    if not dates:
+        return None
+    bound = Plan(plan.kind, Query("", tuple(dates)), "date", "desc", 1)
+    conds = [f"si.kind = {bound.bind(plan.kind)}"]
+    conds += [filter_condition(bound, t) for t in dates]
+    sql = f"SELECT min(si.id), max(si.id) FROM search_index si WHERE {' AND '.join(conds)}"
+    return bound, sql
+
+
+def _sqlite_date_bounds(cur: Any, plan: Plan) -> tuple[Any, Any] | None:
+    bounds = _date_bounds(plan)
+    if bounds is None:
+        return None
+    bound, sql = bounds
+    cur.execute(sql, sqlite_params(bound))
+    return cur.fetchone()
