@@ -1,6 +1,8 @@
 """GET /documents and GET /messages: search with the query language of docs/search.md.
 
 Auditors and admins only; every search, answered or refused, is written to the audit log.
+Parameters are taken as plain text and checked by mailgw.search, so that every refusal is a
+400 that says what is wrong (and is audited), never a framework 422.
 """
 
 from __future__ import annotations
@@ -13,47 +15,60 @@ from pydantic import BaseModel
 
 from mailgw.api import audit
 from mailgw.api.auth import Caller, require
-from mailgw.api.common import AUTH_ERRORS
 from mailgw.search import service
 from mailgw.search.models import DOCUMENT, MESSAGE
 
 router = APIRouter(tags=["search"])
 
 
+class SearchOut(BaseModel):
+    query: str
+    sort: str
+    order: str
+    limit: int
+    results: list[dict[str, Any]]
+    next_cursor: str | None
+
+
 class SearchErrorOut(BaseModel):
-    error: str  # bad_query (the q parameter) or bad_request (another parameter)
+    error: str
     param: str
     message: str
-    position: int | None = None  # 0-based offset in q where the problem is
+    position: int | None = None
+
+
+class AuthErrorOut(BaseModel):
+    detail: Any
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    **AUTH_ERRORS,
-    400: {"model": SearchErrorOut, "description": "The query or a parameter is malformed"},
+    200: {"model": SearchOut, "description": "One page of results"},
+    400: {"model": SearchErrorOut, "description": "A malformed query or parameter"},
+    401: {"model": AuthErrorOut, "description": "No token, or an invalid one"},
+    403: {"model": AuthErrorOut, "description": "The token's role may not search"},
 }
-# Declared for the OpenAPI schema; the values are read and checked by the search service, so
-# that every mistake gets the same 400 answer (never FastAPI's 422).
-Q = Query(None, description="the query (docs/search.md)")
-SORT = Query(None, description="relevance (default with words) or date")
+Q = Query(None, description="the query (docs/search.md), at most 1000 characters")
+SORT = Query(None, description="date (default) or relevance")
 ORDER = Query(None, description="desc (default) or asc")
 LIMIT = Query(None, description="results per page, 1-100 (default 20)")
 CURSOR = Query(None, description="next_cursor of the previous page")
 
 
-def _run(request: Request, caller: Caller, kind: str, action: str) -> JSONResponse:
-    params = request.query_params
-    q = params.get("q")
+def _run(
+    request: Request, caller: Caller, kind: str, action: str, q: str | None,
+    sort: str | None, order: str | None, limit: str | None, cursor: str | None,
+) -> JSONResponse:  # fmt: skip
     try:
-        limit_text = params.get("limit", "20")
+        limit_text = limit or "20"
         if not limit_text.isascii() or not limit_text.isdigit() or len(limit_text) > 6:
             raise service.SearchError("limit is a whole number", "limit")
         req = service.Request(
             kind=kind,
             q=q if q is not None else "",
-            sort=params.get("sort") or None,
-            order=params.get("order") or "desc",
+            sort=sort or None,
+            order=order or "desc",
             limit=int(limit_text),
-            cursor=params.get("cursor") or None,
+            cursor=cursor or None,
         )
         with request.app.state.sessions() as session:
             body: dict[str, Any] = service.search(session, req)
@@ -64,30 +79,29 @@ def _run(request: Request, caller: Caller, kind: str, action: str) -> JSONRespon
     return JSONResponse(body, status_code=status)
 
 
-@router.get("/documents", responses=RESPONSES)
+@router.get("/documents", response_model=SearchOut, responses=RESPONSES)
 def search_documents(
     request: Request,
-    caller: Caller = Depends(require("auditor")),
     q: str | None = Q,
     sort: str | None = SORT,
     order: str | None = ORDER,
     limit: str | None = LIMIT,
     cursor: str | None = CURSOR,
+    caller: Caller = Depends(require("auditor")),
 ) -> JSONResponse:
-    """Search register entries: ``q`` (docs/search.md), ``sort`` relevance|date, ``order``
-    desc|asc, ``limit`` (1-100, default 20), ``cursor`` (``next_cursor`` of the last page)."""
-    return _run(request, caller, DOCUMENT, "search.documents")
+    """Search registered documents (register entries). Audited."""
+    return _run(request, caller, DOCUMENT, "search.documents", q, sort, order, limit, cursor)
 
 
-@router.get("/messages", responses=RESPONSES)
+@router.get("/messages", response_model=SearchOut, responses=RESPONSES)
 def search_messages(
     request: Request,
-    caller: Caller = Depends(require("auditor")),
     q: str | None = Q,
     sort: str | None = SORT,
     order: str | None = ORDER,
     limit: str | None = LIMIT,
     cursor: str | None = CURSOR,
+    caller: Caller = Depends(require("auditor")),
 ) -> JSONResponse:
-    """Search messages; the same parameters and query language as /documents."""
-    return _run(request, caller, MESSAGE, "search.messages")
+    """Search messages; the same parameters and query language as /documents. Audited."""
+    return _run(request, caller, MESSAGE, "search.messages", q, sort, order, limit, cursor)

@@ -239,7 +239,7 @@ def execute(engine: Engine, session: Session, plan: Plan) -> list[Any]:
     mode: a plain read, so a search never holds the write lock (the engine begins every
     SQLAlchemy transaction with BEGIN IMMEDIATE)."""
     if engine.dialect.name != "sqlite":
-        bounds = _date_bounds(plan)
+        bounds = _date_bounds(plan, engine.dialect.name)
         if bounds is not None and plan.sort == "relevance":
             bound_plan, sql = bounds
             found = session.execute(statement(bound_plan, sql), bound_plan.params).one()
@@ -327,29 +327,36 @@ def _newest_first(cur: Any, plan: Plan) -> list[Row] | None:
     if len(walked) <= plan.limit:  # every match: sort them
         return sorted(walked, key=lambda r: (r.arrival, r.id), reverse=True)
     oldest = min(r.arrival for r in walked)
-    cur.execute(
-        "SELECT min(id) FROM search_index WHERE kind = :k AND arrival >= :a",
-        {"k": plan.kind, "a": oldest},
-    )
+    bounds = _date_bounds(plan, "sqlite", since=oldest)
+    assert bounds is not None
+    cur.execute(bounds[1], sqlite_params(bounds[0]))
     first = cur.fetchone()[0]
     plan.drive, plan.rowid_range, plan.min_arrival = "fts", (max(lo, first), hi), oldest
     return _fetch(cur, build(plan, "sqlite"), sqlite_params(plan))
 
 
-def _date_bounds(plan: Plan) -> tuple[Plan, str] | None:
-    """The query for the lowest and highest id of the rows in the query's date range."""
+def _date_bounds(plan: Plan, dialect: str, since: str | None = None) -> tuple[Plan, str] | None:
+    """The query for the lowest and highest id of the rows in the query's date range (and
+    arriving at ``since`` or later)."""
     dates = [t for t in plan.query.terms if t.field in ("after", "before")]
-    if not dates:
+    if not dates and since is None:
         return None
     bound = Plan(plan.kind, Query("", tuple(dates)), "date", "desc", 1)
     conds = [f"si.kind = {bound.bind(plan.kind)}"]
     conds += [filter_condition(bound, t) for t in dates]
-    sql = f"SELECT min(si.id), max(si.id) FROM search_index si WHERE {' AND '.join(conds)}"
+    if since is not None:
+        conds.append(f"si.arrival >= {bound.bind(since)}")
+    # OFFSET 0 keeps the subquery: the rows come from the arrival index (a range scan), not
+    # from walking the primary key to the first and last row that fall in the range
+    sql = (
+        "SELECT min(id), max(id) FROM (SELECT si.id AS id FROM search_index si "
+        f"WHERE {' AND '.join(conds)} {'LIMIT -1 ' if dialect == 'sqlite' else ''}OFFSET 0) b"
+    )
     return bound, sql
 
 
 def _sqlite_date_bounds(cur: Any, plan: Plan) -> tuple[Any, Any] | None:
-    bounds = _date_bounds(plan)
+    bounds = _date_bounds(plan, "sqlite")
     if bounds is None:
         return None
     bound, sql = bounds
