@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from mailgw.api import audit
 from mailgw.api.auth import Caller, require
+from mailgw.api.common import AUTH_ERRORS
 from mailgw.search import service
 from mailgw.search.models import DOCUMENT, MESSAGE
 
@@ -31,21 +32,15 @@ class SearchOut(BaseModel):
 
 
 class SearchErrorOut(BaseModel):
-    error: str
+    error: str  # bad_query (the q parameter) or bad_request (another parameter)
     param: str
     message: str
-    position: int | None = None
-
-
-class AuthErrorOut(BaseModel):
-    detail: Any
+    position: int | None = None  # 0-based offset in q where the problem is
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"model": SearchOut, "description": "One page of results"},
-    400: {"model": SearchErrorOut, "description": "A malformed query or parameter"},
-    401: {"model": AuthErrorOut, "description": "No token, or an invalid one"},
-    403: {"model": AuthErrorOut, "description": "The token's role may not search"},
+    **AUTH_ERRORS,
+    400: {"model": SearchErrorOut, "description": "The query or a parameter is malformed"},
 }
 Q = Query(None, description="the query (docs/search.md), at most 1000 characters")
 SORT = Query(None, description="date (default) or relevance")
