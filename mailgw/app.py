@@ -13,29 +13,20 @@ import uvicorn
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailgw import accounts
 from mailgw.api.app import create_app
 from mailgw.config import Config
 from mailgw.db.engine import make_engine, make_sessionmaker
 from mailgw.db.migrate import head_revision, is_up_to_date, upgrade
 from mailgw.db.models import PROCESSING, QUEUED, SENDING, SPOOLED, Message, RuleVersion
 from mailgw.delivery import RelayQueue
+from mailgw.ingress import Ingress
 from mailgw.pipeline import Pipeline, Stage, release_held_for_relay
 from mailgw.rules.manager import RulesManager
 from mailgw.rules.problems import RulesError
-from mailgw.smtp.policy import ConnectionCounter, Networks, RateLimiter
 from mailgw.smtp.relay import RelayTarget
-from mailgw.smtp.server import (
-    CredentialCache,
-    GatewayHandler,
-    IngressPolicy,
-    ListenerKind,
-    server_tls_context,
-    start_listener,
-)
 from mailgw.spool import Spool
 from mailgw.stages import build_stages
-from mailgw.worker import PipelineProcesses
+from mailgw.worker import ChildProcesses, pipeline_process_main
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +83,6 @@ class Gateway:
         self.config = config
         self.stages = stages  # None: see mailgw/stages.py
         self.stopping = asyncio.Event()
-        self.servers: list[asyncio.Server] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.engine: Engine | None = None
         self.sessions: sessionmaker[Session] | None = None
@@ -110,9 +100,11 @@ class Gateway:
         self.rules_watch = asyncio.create_task(self.rules.watch(config.rules.poll_seconds))
         self.spool = Spool(config.storage.data_dir, self.sessions, config.storage.min_free_mb)
         self.pipeline: Pipeline | None = None
-        self.pipeline_processes: PipelineProcesses | None = None
+        self.pipeline_processes: ChildProcesses | None = None
         if config.pipeline.processes and self.stages is None:
-            self.pipeline_processes = PipelineProcesses(config, config.pipeline.processes)
+            self.pipeline_processes = ChildProcesses(
+                config, config.pipeline.processes, pipeline_process_main, "mailgw-pipeline"
+            )
             await self.pipeline_processes.start()
         else:
             stages = self.stages or build_stages(config, self.sessions, self.rules)
@@ -202,50 +194,10 @@ class Gateway:
                     log.info("released %d held message(s) to the relay queue", released)
 
     async def _start_smtp(self) -> None:
-        config = self.config
-        smtp = config.smtp
         assert self.sessions is not None
-        sessions = self.sessions
-        policy = IngressPolicy(
-            hostname=config.hostname,
-            domains=smtp.domains,
-            trusted=Networks(smtp.trusted_networks),
-            max_message_size=smtp.max_message_size,
-            max_recipients=smtp.max_recipients,
-            connections=ConnectionCounter(smtp.max_connections, smtp.max_connections_per_client),
-            rate=RateLimiter(smtp.max_messages_per_minute_per_client),
-        )
-        self.handler = GatewayHandler(self.spool, policy)
-
-        async def check(username: str, password: str) -> bool:
-            def run() -> bool:
-                with sessions() as session:
-                    return accounts.check_credentials(session, username, password)
-
-            return await asyncio.to_thread(run)
-
-        credentials = CredentialCache(check)
-        tls = None
-        if smtp.tls_cert and smtp.tls_key:
-            tls = server_tls_context(str(smtp.tls_cert), str(smtp.tls_key))
-        listeners = [
-            (smtp.listen, ListenerKind("relay", tls_context=tls)),
-            (smtp.submission_listen, ListenerKind("submission", tls_context=tls, auth=True)),
-            (
-                smtp.smtps_listen,
-                ListenerKind("smtps", tls_context=tls, implicit_tls=True, auth=True),
-            ),
-        ]
-        for listen, kind in listeners:
-            if listen is None:
-                continue
-            server = await start_listener(
-                self.handler, kind, listen.host, listen.port, credentials, smtp.timeout
-            )
-            self.servers.append(server)
-            sock = server.sockets[0].getsockname()
-            self.listening[kind.name] = (sock[0], sock[1])
-            log.info("SMTP %s listener on %s:%s", kind.name, sock[0], sock[1])
+        self.ingress = Ingress(self.config, self.sessions, self.spool)
+        await self.ingress.start()
+        self.listening.update(self.ingress.listening)
 
     async def _start_api(self) -> None:
         config = self.config
@@ -284,17 +236,7 @@ class Gateway:
     async def shutdown(self) -> None:
         """Stop accepting (421), let what is in flight finish, stop the workers."""
         log.info("shutting down")
-        self.handler.shutting_down = True
-        for server in self.servers:
-            server.close()
-        for session in list(self.handler.sessions):
-            if not session.busy:
-                session.close_now("421 4.3.2 Service shutting down, try again later")
-        deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_SECONDS
-        while (self.handler.sessions or self.spool.in_flight) and (
-            asyncio.get_running_loop().time() < deadline
-        ):
-            await asyncio.sleep(0.05)
+        await self.ingress.drain(SHUTDOWN_GRACE_SECONDS)
         self.stopping.set()
         self.rules_watch.cancel()
         if self.pipeline_processes is not None:

@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
 from sqlalchemy import select
@@ -119,12 +120,17 @@ def pipeline_process_main(config: Config, parent: int) -> None:
     asyncio.run(_run(config, parent))
 
 
-class PipelineProcesses:
-    """Starts the pipeline processes, restarts one that dies, stops them on shutdown."""
+class ChildProcesses:
+    """Starts ``count`` processes running ``target(config, parent_pid)``, restarts one that dies,
+    stops them on shutdown (pipeline processes, acceptor processes)."""
 
-    def __init__(self, config: Config, count: int):
+    def __init__(
+        self, config: Config, count: int, target: Callable[[Config, int], None], name: str
+    ):
         self.config = config
         self.count = count
+        self.target = target
+        self.name = name
         self.context = multiprocessing.get_context("spawn")
         self.processes: list[BaseProcess] = []
         self._supervisor: asyncio.Task[None] | None = None
@@ -132,13 +138,10 @@ class PipelineProcesses:
 
     def _spawn(self) -> BaseProcess:
         process = self.context.Process(
-            target=pipeline_process_main,
-            args=(self.config, os.getpid()),
-            name="mailgw-pipeline",
-            daemon=True,
+            target=self.target, args=(self.config, os.getpid()), name=self.name, daemon=True
         )
         process.start()
-        log.info("pipeline process %d started", process.pid)
+        log.info("%s process %d started", self.name, process.pid)
         return process
 
     async def start(self) -> None:
@@ -150,12 +153,12 @@ class PipelineProcesses:
             await asyncio.sleep(1.0)
             for i, process in enumerate(self.processes):
                 if not process.is_alive() and not self._stopping:
-                    log.error("pipeline process %d exited (%s); restarting", process.pid,
+                    log.error("%s process %d exited (%s); restarting", self.name, process.pid,
                               process.exitcode)  # fmt: skip
                     self.processes[i] = self._spawn()
 
     async def stop(self, timeout: float) -> None:
-        """SIGTERM: each process finishes the messages it has leased, then exits."""
+        """SIGTERM: each process finishes what it has in hand, then exits."""
         self._stopping = True
         if self._supervisor is not None:
             self._supervisor.cancel()
@@ -167,6 +170,6 @@ class PipelineProcesses:
             remaining = max(0.1, deadline - asyncio.get_running_loop().time())
             await asyncio.to_thread(process.join, remaining)
             if process.is_alive():
-                log.warning("pipeline process %d did not stop in time; killing", process.pid)
+                log.warning("%s process %d did not stop in time; killing", self.name, process.pid)
                 process.kill()
                 await asyncio.to_thread(process.join, 5)

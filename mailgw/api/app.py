@@ -13,7 +13,6 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailgw import __version__
-from mailgw.api import search_routes
 from mailgw.api import (
     admin_routes,
     docs_routes,
@@ -21,6 +20,7 @@ from mailgw.api import (
     metrics_routes,
     registers_routes,
     rules_routes,
+    search_routes,
     stats_routes,
 )
 from mailgw.api.auth import Caller, require
@@ -45,12 +45,12 @@ def create_app(
     app.state.sessions = sessions
     app.state.data_dir = data_dir
     app.state.started = time.time()
-    app.include_router(search_routes.router)  # GET /documents, /messages (search)
     app.state.rules = rules
     app.state.timezone = timezone
     for module in (documents_routes, registers_routes, stats_routes, rules_routes,
                    admin_routes, metrics_routes, docs_routes):  # fmt: skip
         app.include_router(module.router)
+    app.include_router(search_routes.router)  # GET /documents, /messages (search)
 
     @app.get(
         "/health",

@@ -435,7 +435,12 @@ async def start_listener(
 
     ssl_context = kind.tls_context if kind.implicit_tls else None
     return await loop.create_server(
-        factory, host=host, port=port, ssl=ssl_context, reuse_address=True, backlog=512
+        factory,
+        host=host,
+        port=port,
+        ssl=ssl_context,
+        reuse_address=True,
+        backlog=512,
     )
 
 
