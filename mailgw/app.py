@@ -20,6 +20,7 @@ from mailgw.db.migrate import head_revision, is_up_to_date, upgrade
 from mailgw.db.models import PROCESSING, QUEUED, SENDING, SPOOLED, Message, RuleVersion
 from mailgw.delivery import RelayQueue
 from mailgw.ingress import Ingress
+from mailgw.intake import IntakeActivity
 from mailgw.pipeline import Pipeline, Stage, release_held_for_relay
 from mailgw.rules.manager import RulesManager
 from mailgw.rules.problems import RulesError
@@ -88,6 +89,7 @@ class Gateway:
         self.sessions: sessionmaker[Session] | None = None
         self.api_server: uvicorn.Server | None = None
         self.listening: dict[str, tuple[str, int]] = {}
+        self.intake: IntakeActivity | None = None  # shared with pipeline processes
 
     async def start(self) -> None:
         config = self.config
@@ -102,8 +104,13 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self.pipeline_processes: ChildProcesses | None = None
         if config.pipeline.processes and self.stages is None:
+            self.intake = IntakeActivity()
             self.pipeline_processes = ChildProcesses(
-                config, config.pipeline.processes, pipeline_process_main, "mailgw-pipeline"
+                config,
+                config.pipeline.processes,
+                pipeline_process_main,
+                "mailgw-pipeline",
+                extra_args=(self.intake,),
             )
             await self.pipeline_processes.start()
         else:
@@ -172,6 +179,8 @@ class Gateway:
         log.info("rules version %s from %s active", sha256[:12], source)
 
     def _on_spooled(self) -> None:
+        if self.intake is not None:
+            self.intake.accepted()
         if self.pipeline is not None:
             self.pipeline.wakeup.set()
         if self.relay is not None:

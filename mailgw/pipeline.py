@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 NO_RELAY_HOST = "no relay host configured"
 MAX_PROCESS_ATTEMPTS = 5
+BURST_PAUSE_SECONDS = 0.2  # between messages while mail pours in (see mailgw/intake.py)
 
 
 def node_id() -> str:
@@ -144,6 +145,7 @@ class Pipeline:
         self.wakeup = asyncio.Event()
         self.processed = 0
         self.on_processed: Callable[[], None] | None = None
+        self.intake_bursting: Callable[[], bool] | None = None  # step back while true
 
     # --- leasing
 
@@ -322,6 +324,8 @@ class Pipeline:
                 continue
             async with kept_alive(self.sessions, ids, self.owner, self.lease):
                 for message_id in ids:
+                    if self.intake_bursting is not None and self.intake_bursting():
+                        await asyncio.sleep(BURST_PAUSE_SECONDS)
                     # Finish the whole leased batch even when stopping: it is in flight.
                     try:
                         await asyncio.to_thread(self.process, message_id)

@@ -20,6 +20,7 @@ import os
 import signal
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailgw.config import Config
 from mailgw.db.engine import make_engine, make_sessionmaker
 from mailgw.db.models import RuleVersion
+from mailgw.intake import IntakeActivity
 from mailgw.pipeline import Pipeline
 from mailgw.rules.loader import default_rules, load_rules
 from mailgw.rules.problems import RulesError
@@ -68,7 +70,7 @@ class DatabaseRules:
         log.info("pipeline now uses rules version %s", row.sha256[:12])
 
 
-async def _run(config: Config, parent: int) -> None:
+async def _run(config: Config, parent: int, intake: IntakeActivity | None) -> None:
     engine = make_engine(config.storage.effective_database_url)
     sessions = make_sessionmaker(engine)
     rules = await asyncio.to_thread(DatabaseRules, sessions)
@@ -83,6 +85,8 @@ async def _run(config: Config, parent: int) -> None:
         lease_seconds=config.pipeline.lease_seconds,
         poll_seconds=config.pipeline.poll_seconds,
     )
+    if intake is not None:
+        pipeline.intake_bursting = intake.bursting
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
@@ -107,7 +111,9 @@ async def _run(config: Config, parent: int) -> None:
         engine.dispose()
 
 
-def pipeline_process_main(config: Config, parent: int) -> None:
+def pipeline_process_main(
+    config: Config, parent: int, intake: IntakeActivity | None = None
+) -> None:
     """Entry point of a pipeline process (started with the spawn method)."""
     # Accepting mail comes first: during a burst the pipeline yields the CPU to the SMTP
     # listener and catches up afterwards (its work is leased, nothing waits on it).
@@ -117,7 +123,7 @@ def pipeline_process_main(config: Config, parent: int) -> None:
         level=config.log.level,
         format="%(asctime)s %(levelname)s pipeline[%(process)d] %(name)s: %(message)s",
     )
-    asyncio.run(_run(config, parent))
+    asyncio.run(_run(config, parent, intake))
 
 
 class ChildProcesses:
@@ -125,8 +131,14 @@ class ChildProcesses:
     stops them on shutdown (pipeline processes, acceptor processes)."""
 
     def __init__(
-        self, config: Config, count: int, target: Callable[[Config, int], None], name: str
+        self,
+        config: Config,
+        count: int,
+        target: Callable[..., None],
+        name: str,
+        extra_args: tuple[Any, ...] = (),
     ):
+        self.extra_args = extra_args
         self.config = config
         self.count = count
         self.target = target
@@ -138,7 +150,10 @@ class ChildProcesses:
 
     def _spawn(self) -> BaseProcess:
         process = self.context.Process(
-            target=self.target, args=(self.config, os.getpid()), name=self.name, daemon=True
+            target=self.target,
+            args=(self.config, os.getpid(), *self.extra_args),
+            name=self.name,
+            daemon=True,
         )
         process.start()
         log.info("%s process %d started", self.name, process.pid)
