@@ -79,8 +79,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file and rename it to ``path`` (not yet durable)."""
+def write_atomically(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    """Write ``data`` to a temporary file and rename it to ``path``; durable only with
+    ``fsync`` (of the file; the folder entry needs its own fsync or a filesystem sync)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
@@ -88,6 +89,8 @@ def write_atomically(path: Path, data: bytes) -> None:
         while view:
             written = os.write(fd, view)
             view = view[written:]
+        if fsync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -118,20 +121,7 @@ def sync_filesystem(path: Path) -> None:
 
 def write_durably(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically and durably (temp, fsync, rename, fsync folder)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.rename(tmp, path)
+    write_atomically(path, data, fsync=True)
     fsync_dir(path.parent)
 
 
