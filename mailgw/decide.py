@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from mailgw.pipeline import Job, Stage
@@ -51,6 +50,3 @@ def rules_stage(source: ActiveRules, trusted: Networks) -> Stage:
         job.notifications = [n for n in decision.actions if isinstance(n, act.Notify)]
 
     return run
-
-
-StoreVersion = Callable[[str, str, str], None]
