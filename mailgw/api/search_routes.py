@@ -7,6 +7,7 @@ Parameters are taken as plain text and checked by mailgw.search, so that every r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -42,61 +43,59 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,
     400: {"model": SearchErrorOut, "description": "The query or a parameter is malformed"},
 }
-Q = Query(None, description="the query (docs/search.md), at most 1000 characters")
-SORT = Query(None, description="date (default) or relevance")
-ORDER = Query(None, description="desc (default) or asc")
-LIMIT = Query(None, description="results per page, 1-100 (default 20)")
-CURSOR = Query(None, description="next_cursor of the previous page")
+
+
+@dataclass
+class SearchParams:
+    """The query parameters of both endpoints, read and checked by the search service, so
+    every mistake gets the same 400 answer (never FastAPI's 422)."""
+
+    q: str | None = Query(None, description="the query (docs/search.md), at most 1000 characters")
+    sort: str | None = Query(None, description="date (default) or relevance")
+    order: str | None = Query(None, description="desc (default) or asc")
+    limit: str | None = Query(None, description="results per page, 1-100 (default 20)")
+    cursor: str | None = Query(None, description="next_cursor of the previous page")
 
 
 def _run(
-    request: Request, caller: Caller, kind: str, action: str, q: str | None,
-    sort: str | None, order: str | None, limit: str | None, cursor: str | None,
-) -> JSONResponse:  # fmt: skip
+    request: Request, caller: Caller, kind: str, action: str, params: SearchParams
+) -> JSONResponse:
     try:
-        limit_text = limit or "20"
+        limit_text = params.limit or "20"
         if not limit_text.isascii() or not limit_text.isdigit() or len(limit_text) > 6:
             raise service.SearchError("limit is a whole number", "limit")
         req = service.Request(
             kind=kind,
-            q=q if q is not None else "",
-            sort=sort or None,
-            order=order or "desc",
+            q=params.q if params.q is not None else "",
+            sort=params.sort or None,
+            order=params.order or "desc",
             limit=int(limit_text),
-            cursor=cursor or None,
+            cursor=params.cursor or None,
         )
         with request.app.state.sessions() as session:
             body: dict[str, Any] = service.search(session, req)
         status = 200
     except service.SearchError as exc:
         body, status = exc.body(), 400
-    audit.record(request, caller, action, query=q or "", status=status)
+    audit.record(request, caller, action, query=params.q or "", status=status)
     return JSONResponse(body, status_code=status)
 
 
 @router.get("/documents", response_model=SearchOut, responses=RESPONSES)
 def search_documents(
     request: Request,
-    q: str | None = Q,
-    sort: str | None = SORT,
-    order: str | None = ORDER,
-    limit: str | None = LIMIT,
-    cursor: str | None = CURSOR,
+    params: SearchParams = Depends(),
     caller: Caller = Depends(require("auditor")),
 ) -> JSONResponse:
     """Search registered documents (register entries). Audited."""
-    return _run(request, caller, DOCUMENT, "search.documents", q, sort, order, limit, cursor)
+    return _run(request, caller, DOCUMENT, "search.documents", params)
 
 
 @router.get("/messages", response_model=SearchOut, responses=RESPONSES)
 def search_messages(
     request: Request,
-    q: str | None = Q,
-    sort: str | None = SORT,
-    order: str | None = ORDER,
-    limit: str | None = LIMIT,
-    cursor: str | None = CURSOR,
+    params: SearchParams = Depends(),
     caller: Caller = Depends(require("auditor")),
 ) -> JSONResponse:
     """Search messages; the same parameters and query language as /documents. Audited."""
-    return _run(request, caller, MESSAGE, "search.messages", q, sort, order, limit, cursor)
+    return _run(request, caller, MESSAGE, "search.messages", params)
