@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import smtplib
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway_process import GatewayProcess, write_config
+from tests.load import Senders
 from tests.smtp_server import DownstreamSMTP
 
 CLIENTS = 20
@@ -39,53 +39,11 @@ def gateway(
     proc.stop()
 
 
-class Senders:
-    """CLIENTS threads, each sending numbered messages until told to stop."""
-
-    def __init__(self, port: int, cycle: int):
-        self.port = port
-        self.cycle = cycle
-        self.acked: dict[str, str] = {}  # token -> queue id from the 250 reply
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(CLIENTS)]
-
-    def __enter__(self) -> Senders:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-
-    def _run(self, client: int) -> None:
-        n = 0
-        while not self.stop.is_set() and n < 500:
-            token = f"c{self.cycle}-{client}-{n}"
-            n += 1
-            body = (
-                f"From: a@example.gov.vn\r\nTo: b@example.gov.vn\r\nSubject: {token}\r\n"
-                f"Message-ID: <{token}@example.gov.vn>\r\n\r\n" + "Nội dung.\r\n" * 50
-            ).encode()
-            try:
-                with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as s:
-                    s.ehlo("client.test")
-                    s.mail("a@example.gov.vn")
-                    s.rcpt("b@example.gov.vn")
-                    code, reply = s.data(body)
-            except (OSError, smtplib.SMTPException):
-                time.sleep(0.05)
-                continue
-            if code == 250:
-                with self.lock:
-                    self.acked[token] = reply.decode().rsplit(" ", 1)[-1]
-
-    def wait_for(self, count: int, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.acked) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
+def plain(token: str) -> bytes:
+    return (
+        f"From: a@example.gov.vn\r\nTo: b@example.gov.vn\r\nSubject: {token}\r\n"
+        f"Message-ID: <{token}@example.gov.vn>\r\n\r\n" + "Nội dung.\r\n" * 50
+    ).encode()
 
 
 def delivered(downstream: DownstreamSMTP) -> dict[str, set[str]]:
@@ -113,7 +71,7 @@ def test_kill_9_under_load_loses_nothing(
     acked: dict[str, str] = {}
     for cycle in range(CYCLES):
         gateway.start()
-        with Senders(gateway.smtp_port, cycle) as senders:
+        with Senders([gateway.smtp_port], CLIENTS, plain, prefix=f"c{cycle}") as senders:
             senders.wait_for(40 + 20 * cycle)
             gateway.kill()  # mid-load: DATA, spool writes, pipeline and relay in flight
         acked.update(senders.acked)
@@ -134,7 +92,7 @@ def test_sigterm_finishes_in_flight_and_restart_resumes(
 ) -> None:
     downstream.down()  # everything stays queued in the gateway
     gateway.start()
-    with Senders(gateway.smtp_port, 0) as senders:
+    with Senders([gateway.smtp_port], CLIENTS, plain, prefix="t") as senders:
         senders.wait_for(60)
         assert gateway.terminate(60) == 0, gateway.log()
     acked = dict(senders.acked)

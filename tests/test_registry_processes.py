@@ -3,8 +3,6 @@ no gap and no duplicate; two gateway processes on one PostgreSQL number 1..N tog
 
 from __future__ import annotations
 
-import smtplib
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +16,9 @@ from mailgw.registry.blobs import FileBlobStore
 from mailgw.registry.models import RegisterEntry
 from tests.conftest import PG_URL
 from tests.gateway_process import GatewayProcess, write_config
+from tests.load import Senders
+
+ENVELOPE = {"mail_from": "vp@example.gov.vn", "rcpt": "lanhdao@example.gov.vn"}
 
 
 def invitation(token: str) -> bytes:
@@ -29,55 +30,6 @@ def invitation(token: str) -> bytes:
         "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
         f"Số: {number}/GM-UBND\r\nKính mời các đồng chí dự họp giao ban ({token}).\r\n"
     ).encode()
-
-
-class Senders:
-    """Threads sending numbered invitations until stopped; remembers what got a 250."""
-
-    def __init__(self, ports: list[int], clients: int, prefix: str, limit: int = 10_000):
-        self.ports, self.prefix, self.limit = ports, prefix, limit
-        self.acked: set[str] = set()
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.count = 0
-        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
-
-    def __enter__(self) -> Senders:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-
-    def _next(self) -> int | None:
-        with self.lock:
-            if self.count >= self.limit:
-                return None
-            self.count += 1
-            return self.count - 1
-
-    def _run(self, client: int) -> None:
-        port = self.ports[client % len(self.ports)]
-        while not self.stop.is_set():
-            n = self._next()
-            if n is None:
-                return
-            token = f"{self.prefix}-{n}"
-            try:
-                with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
-                    s.sendmail("vp@example.gov.vn", ["lanhdao@example.gov.vn"], invitation(token))
-                with self.lock:
-                    self.acked.add(token)
-            except (OSError, smtplib.SMTPException):
-                time.sleep(0.05)
-
-    def wait_for(self, count: int, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.acked) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
 
 
 def wait_processed(sessions, count: int, timeout: float = 90.0) -> None:
@@ -125,10 +77,10 @@ def test_kill_9_while_registering_leaves_no_gap_and_no_duplicate(
     try:
         for cycle in range(2):
             gateway.start()
-            with Senders([ports["smtp"]], 8, f"k{cycle}") as senders:
+            with Senders([ports["smtp"]], 8, invitation, prefix=f"k{cycle}", **ENVELOPE) as senders:
                 senders.wait_for(60 + 40 * cycle)
                 gateway.kill()  # mid-load: spooling, parsing and registering in flight
-            acked |= senders.acked
+            acked |= set(senders.acked)
         gateway.start()
         engine = make_engine(database_url)
         sessions = make_sessionmaker(engine)
@@ -156,7 +108,7 @@ def test_two_gateway_processes_on_one_postgresql(tmp_path: Path, database_url: s
     try:
         for gw in gateways:
             gw.start()
-        with Senders(ports, 12, "n", limit=total) as senders:
+        with Senders(ports, 12, invitation, prefix="n", limit=total, **ENVELOPE) as senders:
             for t in senders.threads:
                 t.join(120)
         assert len(senders.acked) == total
@@ -164,7 +116,7 @@ def test_two_gateway_processes_on_one_postgresql(tmp_path: Path, database_url: s
         sessions = make_sessionmaker(engine)
         try:
             wait_processed(sessions, total)
-            check_register(sessions, tmp_path / "data", senders.acked)
+            check_register(sessions, tmp_path / "data", set(senders.acked))
         finally:
             engine.dispose()
         for gw in gateways:  # both nodes took numbers from the one sequence
