@@ -147,7 +147,8 @@ class RulesManager:
 
     async def watch(self, interval: float = 2.0) -> None:
         """Poll for changes every ``interval`` seconds (and reload at once on request) until
-        cancelled. Reading and compiling run in a worker thread, off the event loop."""
+        cancelled. Reading, compiling and ``on_loaded`` (a database write in the gateway) run in
+        a worker thread, off the event loop."""
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
         if self._requested:
@@ -159,7 +160,7 @@ class RulesManager:
                 self._event.clear()
                 requested, self._requested = self._requested, False
                 if requested or self.changed():
-                    self._apply(*(await asyncio.to_thread(self._candidate)))
+                    await asyncio.to_thread(lambda: self._apply(*self._candidate()))
         finally:
             self._event = None
             self._loop = None
