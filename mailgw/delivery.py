@@ -95,7 +95,6 @@ class RelayQueue:
         self.poll_seconds = poll_seconds
         self.owner = owner or node_id()
         self.wakeup = asyncio.Event()
-        self.relayed = 0
 
     def claim(self, limit: int) -> list[Outgoing]:
         now = utcnow()
@@ -244,8 +243,6 @@ class RelayQueue:
                 .where(Message.id == out.id, Message.lease_owner == self.owner)
                 .values(**values)
             )
-        if values.get("state") == RELAYED:
-            self.relayed += 1
         metrics.relay_outcome(values.get("state"))
 
     def _release(self, out: Outgoing, exc: Exception) -> None:

@@ -143,7 +143,6 @@ class Pipeline:
         self.poll_seconds = poll_seconds
         self.owner = owner or node_id()
         self.wakeup = asyncio.Event()
-        self.processed = 0
         self.on_processed: Callable[[], None] | None = None
         self.intake_bursting: Callable[[], bool] | None = None  # step back while true
 
@@ -253,7 +252,6 @@ class Pipeline:
                 return
             if outbound:
                 session.execute(insert(Message), outbound)
-        self.processed += 1
         metrics.PROCESSED.inc()
         if self.on_processed:
             self.on_processed()
