@@ -341,3 +341,12 @@ def test_plans_for_many_matches_give_the_same_pages(archive: Archive, monkeypatc
     monkeypatch.setattr("mailgw.search.sql.MANY_MATCHES", 1)
     assert {(q, s): pages(q, s) for q in queries for s in ("date", "relevance")} == expected
     assert all(expected.values())
+
+
+def test_nul_in_a_query_is_refused_and_still_audited(archive: Archive) -> None:
+    """PostgreSQL text cannot hold NUL: the audit log keeps it escaped instead of failing."""
+    response = archive.get("/documents", "giay\x00moi")
+    assert response.status_code == 400
+    with archive.sessions() as session:
+        [event] = session.scalars(select(AuditEvent)).all()
+    assert (event.action, event.status, event.query) == ("search.documents", 400, "giay\\x00moi")

@@ -12,6 +12,12 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+def _text(value: str | None, limit: int = 4000) -> str | None:
+    """As given, but with NUL written as \\x00 (PostgreSQL text cannot hold NUL, and the log
+    must keep even a hostile query) and cut to ``limit`` characters."""
+    return value if value is None else value.replace("\x00", "\\x00")[:limit]
+
+
 def record(
     request: Request,
     caller: Caller,
@@ -27,8 +33,8 @@ def record(
         token_name=caller.name,
         role=caller.role,
         action=action,
-        resource=resource,
-        query=query[:4000] if query else query,
+        resource=_text(resource, 255),
+        query=_text(query),
         client_addr=client_address(request),
         status=status,
     )
