@@ -159,3 +159,19 @@ async def test_no_dsn_for_null_sender(
     assert not row.dsn_sent
     await asyncio.sleep(0.5)
     assert downstream.messages == []
+
+
+async def test_nul_in_headers_and_body_is_processed_and_relayed_unchanged(
+    config: Config, make_gateway, downstream: DownstreamSMTP
+) -> None:
+    """NUL is not text (PostgreSQL text cannot hold it): stored as U+FFFD, relayed as sent."""
+    data = (
+        b"From: a@example.gov.vn\r\nTo: b@example.gov.vn\r\n"
+        b"Subject: =?utf-8?Q?B=C3=A1o_c=C3=A1o=00x?=\r\n\r\nN\x00i dung.\r\n"
+    )
+    gw = await make_gateway(relay_to(config, downstream))
+    _, reply = await send(gw, data, ["b@example.gov.vn"])
+    row = await wait_state(gw, reply.rsplit(" ", 1)[-1], (RELAYED,))
+    assert row.subject == "Báo cáo\ufffdx"
+    [got] = await downstream.async_wait_for_messages(1)
+    assert got.data.endswith(data)

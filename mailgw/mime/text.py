@@ -27,8 +27,9 @@ __all__ = [
 
 
 def nfc(s: str) -> str:
-    """Unicode NFC (the canonical form of all text in mailgw)."""
-    return unicodedata.normalize("NFC", s)
+    """Unicode NFC (the canonical form of all text in mailgw). A NUL is never text, and
+    PostgreSQL cannot store it: it becomes U+FFFD."""
+    return unicodedata.normalize("NFC", s.replace("\x00", "\ufffd"))
 
 
 def nfd(s: str) -> str:
