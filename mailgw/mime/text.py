@@ -33,7 +33,8 @@ def nfc(s: str) -> str:
 
 
 def nfd(s: str) -> str:
-    return unicodedata.normalize("NFD", s)
+    """Unicode NFD, with NUL as U+FFFD like ``nfc``."""
+    return unicodedata.normalize("NFD", s.replace("\x00", "\ufffd"))
 
 
 _WS = re.compile(r"\s+")
