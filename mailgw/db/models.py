@@ -69,7 +69,8 @@ class Message(Base):
     """One message: accepted over SMTP/IMAP, or made by the gateway itself (DSN, notification).
 
     The raw bytes live in the spool file ``spool_path`` (relative to the data directory) and are
-    never rewritten; ``trace_headers`` are prepended when relaying.
+    never rewritten; ``trace_headers`` are prepended when relaying. With a retention period the
+    spool file of a finished message is removed after it (``raw_purged_at``).
     """
 
     __tablename__ = "messages"
@@ -118,10 +119,14 @@ class Message(Base):
     last_error_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     dsn_sent: Mapped[bool] = mapped_column(Boolean, default=False)
 
+    # Retention (mailgw/retention.py): when the raw bytes were removed after the retention period.
+    raw_purged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
     __table_args__ = (
         Index("ix_messages_state_next", "state", "next_attempt_at"),
         Index("ix_messages_received_at", "received_at"),
         Index("ix_messages_message_id", "message_id"),
+        Index("ix_messages_raw_purged", "raw_purged_at", "id"),  # pruning walks the unpurged
     )
 
 

@@ -1,4 +1,5 @@
-"""Register tables. The schema only changes through Alembic (migrations/versions/0003)."""
+"""Register and archive tables. The schema only changes through Alembic (migrations/versions:
+0003, and 0006 for purged blobs)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,9 @@ class RegisterEntry(Base):
         ),
         Index("ix_register_entries_sha", "register", "year", "sha256"),
         Index("ix_register_entries_arrival", "register", "arrival"),
+        # Retention asks whether a blob is still some document, or the raw message of another.
+        Index("ix_register_entries_doc_sha", "sha256"),
+        Index("ix_register_entries_raw_sha", "raw_sha256"),
     )
 
 
@@ -115,4 +119,18 @@ class RegisterArrival(Base):
 
     __table_args__ = (
         UniqueConstraint("entry_id", "message_row_id", "part_index", name="uq_register_arrival"),
+        Index("ix_register_arrivals_raw_sha", "raw_sha256"),
     )
+
+
+class PurgedBlob(Base):
+    """A raw-message blob removed on purpose (retention), so that verification knows its absence
+    is deliberate. Append-only; one row per digest, from its first removal."""
+
+    __tablename__ = "purged_blobs"
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    purged_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    reason: Mapped[str] = mapped_column(String(255))
+    retention_days: Mapped[int | None] = mapped_column(Integer)
