@@ -68,6 +68,25 @@ class _AuthMembersOnly:
 
 aiosmtpd_smtp.inspect = _AuthMembersOnly()  # type: ignore[assignment]
 
+_CLASS_DIRS: dict[type, list[str]] = {}
+_HOOK_PREFIXES = ("smtp_", "handle_")
+
+
+def _hook_names(obj: object) -> list[str]:
+    """Stands in for ``dir`` inside aiosmtpd.smtp, which calls it for every new connection only
+    to collect the ``smtp_*`` and ``handle_*`` methods of the protocol and the handler. Those
+    names come from one ``dir`` per class (plus any set on the instance), not a fresh sorted
+    walk of every attribute per connection."""
+    cls = type(obj)
+    names = _CLASS_DIRS.get(cls)
+    if names is None:
+        names = _CLASS_DIRS[cls] = dir(cls)
+    own = [n for n in getattr(obj, "__dict__", ()) if n.startswith(_HOOK_PREFIXES)]
+    return sorted({*names, *own}) if own else names
+
+
+aiosmtpd_smtp.dir = _hook_names  # type: ignore[attr-defined]
+
 # While reading DATA the stream may buffer this much before we take what it has.
 DATA_READ_LIMIT = 1 << 20
 # Messages larger than this are checked and unstuffed in a worker thread.
