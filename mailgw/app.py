@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import signal
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from mailgw.delivery import RelayQueue
 from mailgw.ingress import Ingress
 from mailgw.intake import IntakeActivity
 from mailgw.pipeline import Pipeline, Stage, release_held_for_relay
+from mailgw.registry.blobs import FileBlobStore
+from mailgw.retention import prune, prune_periodically
 from mailgw.rules.manager import RulesManager
 from mailgw.rules.problems import RulesError
 from mailgw.smtp.relay import RelayTarget
@@ -146,6 +149,7 @@ class Gateway:
                 self.pipeline.on_processed = self.relay.wakeup.set
             self.tasks.append(asyncio.create_task(self.relay.run(self.stopping)))
         self.spool.on_committed = self._on_spooled
+        self._start_retention()
         await self._start_smtp()
         await self._start_api()
 
@@ -177,6 +181,23 @@ class Gateway:
             else:
                 row.active = True
         log.info("rules version %s from %s active", sha256[:12], source)
+
+    def _start_retention(self) -> None:
+        """With a retention period, remove old raw messages now and then (mailgw/retention.py)."""
+        storage = self.config.storage
+        if storage.retention_days <= 0:
+            return
+        assert self.sessions is not None
+        run = functools.partial(
+            prune,
+            self.sessions,
+            storage.data_dir,
+            FileBlobStore.in_data_dir(storage.data_dir),
+            storage.retention_days,
+            stop=self.stopping.is_set,
+        )
+        interval = storage.prune_interval_minutes * 60
+        self.tasks.append(asyncio.create_task(prune_periodically(run, interval, self.stopping)))
 
     def _on_spooled(self) -> None:
         if self.intake is not None:

@@ -122,7 +122,7 @@ def cmd_queue_show(args: argparse.Namespace) -> int:
             "queue_id", "state", "origin", "received_at", "mail_from", "rcpt_to", "client_addr",
             "auth_user", "listener", "size", "sha256", "spool_path", "message_id", "subject",
             "category", "tags", "hold_reason", "relay_attempts", "next_attempt_at",
-            "expires_at", "rcpt_status", "last_error", "dsn_sent",
+            "expires_at", "rcpt_status", "last_error", "dsn_sent", "raw_purged_at",
         )  # fmt: skip
         info: dict[str, Any] = {f: getattr(m, f) for f in fields}
         print(json.dumps(info, default=str, ensure_ascii=False, indent=2))
@@ -131,11 +131,29 @@ def cmd_queue_show(args: argparse.Namespace) -> int:
     return _with_session(args, work)
 
 
+def _purged(session: Session, queue_ids: list[str]) -> list[str]:
+    """Why each of these messages cannot be sent again: its raw bytes are gone (retention)."""
+    rows = session.execute(
+        select(Message.queue_id, Message.raw_purged_at).where(
+            Message.queue_id.in_(queue_ids), Message.raw_purged_at.is_not(None)
+        )
+    )
+    return [f"{qid}: its raw message was purged on {at:%Y-%m-%d} (retention)" for qid, at in rows]
+
+
 def cmd_queue_retry(args: argparse.Namespace) -> int:
     def work(session: Session) -> int:
-        query = update(Message).where(Message.state.in_(QUEUE_EDITABLE))
+        query = update(Message).where(
+            Message.state.in_(QUEUE_EDITABLE), Message.raw_purged_at.is_(None)
+        )
         if not args.all:
-            query = query.where(Message.queue_id.in_([q.upper() for q in args.queue_ids]))
+            ids = [q.upper() for q in args.queue_ids]
+            refused = _purged(session, ids)
+            for reason in refused:
+                print(f"mailgw: {reason}: it cannot be delivered again", file=sys.stderr)
+            if refused:
+                return 1
+            query = query.where(Message.queue_id.in_(ids))
         now = utcnow()
         result = session.execute(
             query.values(

@@ -40,6 +40,7 @@ class StorageConfig:
     data_dir: Path = Path("mailgw-data")
     database_url: str = ""  # empty: SQLite in data_dir
     retention_days: int = 0  # 0: keep raw messages forever
+    prune_interval_minutes: float = 60.0  # how often `serve` removes raw messages past retention
     min_free_mb: int = 100  # refuse mail (451) when the data disk has less free space
 
     @property
@@ -291,6 +292,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
         "data_dir": lambda v: Path(_str(v)),
         "database_url": _database_url,
         "retention_days": _int(0),
+        "prune_interval_minutes": _float(1.0),
         "min_free_mb": _int(0),
     },
     "smtp": {

@@ -132,9 +132,9 @@ def test_altered_and_missing_blobs(sessions, store) -> None:
     problem = first_problem(sessions, store)
     assert problem.startswith("blob: default 2026/2 ") and "altered" in problem
     with sessions() as session:
-        checked, problems = verify_archive(session, store)
-    assert checked == 10
-    assert sorted((p.state, p.sha256) for p in problems) == sorted(
+        archive = verify_archive(session, store)
+    assert archive.checked == 10
+    assert sorted((p.state, p.sha256) for p in archive.problems) == sorted(
         [("altered", entries[1].sha256), ("missing", entries[3].sha256)]
     )
 

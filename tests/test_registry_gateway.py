@@ -97,8 +97,8 @@ async def test_corpus_mail_is_registered_with_the_fields_of_its_labels(
         store = FileBlobStore.in_data_dir(config.storage.data_dir)
         [report] = verify_registers(session, store)
         assert report.ok, report.problems
-        checked, problems = verify_archive(session, store)
-        assert problems == [] and checked > 0
+        archive = verify_archive(session, store)
+        assert archive.problems == [] and archive.checked > 0
 
 
 MULTI = (

@@ -58,8 +58,7 @@ def check_register(sessions, data_dir: Path, acked: set[str]) -> None:
         store = FileBlobStore.in_data_dir(data_dir)
         [report] = verify_registers(session, store)
         assert report.ok, report.problems
-        _, problems = verify_archive(session, store)
-        assert problems == []
+        assert verify_archive(session, store).problems == []
     numbers = sorted(n for n, _ in rows)
     assert numbers == list(range(1, len(numbers) + 1)), "gap or duplicate"
     registered = {subject.rsplit(" ", 1)[-1] for _, subject in rows}

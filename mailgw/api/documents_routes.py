@@ -51,6 +51,13 @@ MessageRef = Annotated[
 INTEGRITY_ERROR: dict[int | str, dict[str, Any]] = {
     500: {"model": ErrorOut, "description": "The archived bytes no longer match their digest"}
 }
+PURGED: dict[int | str, dict[str, Any]] = {
+    410: {
+        "model": ErrorOut,
+        "description": "The raw message was removed after its retention period "
+        "(storage.retention_days); its registered documents are kept",
+    }
+}
 
 
 class MessageSummary(BaseModel):
@@ -152,6 +159,7 @@ class MessageOut(MessageSummary):
     last_error: str | None
     last_error_at: dt.datetime | None
     dsn_sent: bool
+    raw_purged_at: dt.datetime | None  # the raw bytes were removed then (retention)
     trace_headers: str
     added_headers: str
     registered: list[RegisteredRef]
@@ -334,6 +342,15 @@ def _message(request: Request, ref: str) -> MessageOut | None:
         return MessageOut.model_validate(data)
 
 
+def purged_detail(message: Message) -> str:
+    assert message.raw_purged_at is not None
+    kept = (message.raw_purged_at - message.received_at).days
+    return (
+        f"the raw message {message.queue_id} was purged on {message.raw_purged_at:%Y-%m-%d} "
+        f"after {kept} days of retention"
+    )
+
+
 @router.get(
     "/messages/{ref}/raw",
     response_class=Response,
@@ -344,6 +361,7 @@ def _message(request: Request, ref: str) -> MessageOut | None:
         },
         **AUTH_ERRORS,
         **NOT_FOUND,
+        **PURGED,
         **INTEGRITY_ERROR,
     },
 )
@@ -351,7 +369,7 @@ def get_message_raw(
     ref: MessageRef, request: Request, caller: Caller = Depends(require("auditor"))
 ) -> Response:
     """The original .eml exactly as received (the spool file; the archive's copy when the
-    spool file is gone), checked against its SHA-256. Audited."""
+    spool file is gone), checked against its SHA-256; 410 once retention removed it. Audited."""
     with sessions_of(request)() as session:
         message = _find_message(session, ref)
         if message is not None:
@@ -360,6 +378,9 @@ def get_message_raw(
         audit.record(request, caller, "message.raw", resource=f"message:{ref}", status=404)
         raise HTTPException(404, f"no message {ref}")
     resource = f"message:{message.queue_id}"
+    if message.raw_purged_at is not None:
+        audit.record(request, caller, "message.raw", resource=resource, status=410)
+        raise HTTPException(410, purged_detail(message))
     try:
         data = (data_dir_of(request) / message.spool_path).read_bytes()
     except OSError:

@@ -60,6 +60,7 @@ class VerifyOut(BaseModel):
     ok: bool
     entries: int
     blobs_checked: bool
+    purged_raw_blobs: int  # raw-message blobs removed by retention on purpose: no problem
     first_problem: ProblemOut | None
     problems: list[ProblemOut]
 
@@ -110,7 +111,8 @@ def verify(
     caller: Caller = Depends(require("auditor")),
 ) -> VerifyOut:
     """Walk the register's hash chain: every changed, inserted or removed entry, gaps in the
-    numbering and (``blobs=true``) archived files that are missing or altered."""
+    numbering and (``blobs=true``) archived files that are missing or altered. A raw-message
+    blob that retention removed (and recorded) is counted in ``purged_raw_blobs`` instead."""
     with sessions_of(request)() as session:
         if name not in register_names(session):
             raise HTTPException(404, f"no register {name}")
@@ -123,6 +125,7 @@ def verify(
         ok=report.ok,
         entries=report.entries,
         blobs_checked=blobs,
+        purged_raw_blobs=len(report.purged_raw),
         first_problem=problems[0] if problems else None,
         problems=problems,
     )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from sqlalchemy import select, union
 from sqlalchemy.orm import Session
 
 from mailgw.registry.blobs import BlobStatus, BlobStore
 from mailgw.registry.chain import ChainReport, verify_chain
-from mailgw.registry.models import RegisterChain, RegisterCounter, RegisterEntry
+from mailgw.registry.models import PurgedBlob, RegisterChain, RegisterCounter, RegisterEntry
 
 
 def register_names(session: Session) -> list[str]:
@@ -27,6 +28,11 @@ def _entries(session: Session, register: str) -> Iterator[RegisterEntry]:
     yield from session.scalars(query)
 
 
+def is_purged(session: Session, digest: str) -> bool:
+    """Whether retention removed this blob on purpose (``purged_blobs``)."""
+    return session.scalar(select(PurgedBlob.id).where(PurgedBlob.sha256 == digest)) is not None
+
+
 def verify_register(session: Session, register: str, store: BlobStore | None) -> ChainReport:
     head_row = session.get(RegisterChain, register)
     head = (head_row.last_seq, head_row.last_hash) if head_row else None
@@ -38,6 +44,7 @@ def verify_register(session: Session, register: str, store: BlobStore | None) ->
         ).all()
     )
     checked: dict[str, str | None] = {}
+    purged: dict[str, bool] = {}
 
     def blob_ok(digest: str) -> str | None:
         if digest not in checked:
@@ -45,9 +52,15 @@ def verify_register(session: Session, register: str, store: BlobStore | None) ->
             checked[digest] = None if status is None or status.ok else status.state
         return checked[digest]
 
+    def was_purged(digest: str) -> bool:
+        if digest not in purged:
+            purged[digest] = is_purged(session, digest)
+        return purged[digest]
+
     return verify_chain(
-        register, _entries(session, register), head, counters, blob_ok if store else None
-    )
+        register, _entries(session, register), head, counters, blob_ok if store else None,
+        was_purged,
+    )  # fmt: skip
 
 
 def verify_registers(
@@ -56,11 +69,22 @@ def verify_registers(
     return [verify_register(session, name, store) for name in (names or register_names(session))]
 
 
-def verify_archive(session: Session, store: BlobStore) -> tuple[int, list[BlobStatus]]:
-    """Re-hash every stored blob and look for every blob the register refers to.
-    Returns (blobs checked, problems)."""
-    referenced = set(session.scalars(select(RegisterEntry.sha256).distinct()))
-    referenced |= set(session.scalars(select(RegisterEntry.raw_sha256).distinct()))
+@dataclass
+class ArchiveReport:
+    checked: int  # blobs re-hashed or looked for
+    problems: list[BlobStatus]
+    purged: int  # raw-message blobs the register names that retention removed (recorded)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_archive(session: Session, store: BlobStore) -> ArchiveReport:
+    """Re-hash every stored blob and look for every blob the register refers to. A missing
+    raw-message blob recorded in ``purged_blobs`` was removed by retention: no problem."""
+    documents = set(session.scalars(select(RegisterEntry.sha256).distinct()))
+    raws = set(session.scalars(select(RegisterEntry.raw_sha256).distinct())) - documents
     problems: list[BlobStatus] = []
     seen: set[str] = set()
     for digest in store.iterate():
@@ -72,6 +96,10 @@ def verify_archive(session: Session, store: BlobStore) -> tuple[int, list[BlobSt
             continue
         if not status.ok:
             problems.append(status)
-    for digest in sorted(referenced - seen):
-        problems.append(BlobStatus(digest, "missing", "referenced by the register"))
-    return len(seen | referenced), problems
+    purged = 0
+    for digest in sorted((documents | raws) - seen):
+        if digest in raws and is_purged(session, digest):
+            purged += 1
+        else:
+            problems.append(BlobStatus(digest, "missing", "referenced by the register"))
+    return ArchiveReport(len(seen | documents | raws), problems, purged)

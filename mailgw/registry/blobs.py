@@ -2,8 +2,9 @@
 
 A blob is written to a unique temporary file, fsync'd, then hard-linked to its final name (the
 link fails if the blob is already there: identical files share one blob and nothing is ever
-overwritten), and the folder is fsync'd. Files are made read-only. ``BlobStore`` is the
-interface another backend (an S3-compatible object store) would implement.
+overwritten), and the folder is fsync'd. Files are made read-only. Only retention removes a
+blob (mailgw/retention.py). ``BlobStore`` is the interface another backend (an S3-compatible
+object store) would implement.
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ class BlobStore(Protocol):
         ...
 
     def exists(self, sha256: str) -> bool: ...
+
+    def size(self, sha256: str) -> int | None:
+        """The blob's size in bytes; None when it is missing."""
+        ...
+
+    def delete(self, sha256: str) -> bool:
+        """Remove the blob (retention only); False when it was not there."""
+        ...
 
     def verify(self, sha256: str) -> BlobStatus:
         """Re-hash the stored bytes."""
@@ -124,6 +133,19 @@ class FileBlobStore:
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
+
+    def size(self, sha256: str) -> int | None:
+        try:
+            return self.path(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def delete(self, sha256: str) -> bool:
+        try:
+            self.path(sha256).unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def verify(self, sha256: str) -> BlobStatus:
         path = self.path(sha256)

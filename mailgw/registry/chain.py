@@ -81,6 +81,7 @@ class ChainReport:
     register: str
     entries: int = 0
     problems: list[Problem] = field(default_factory=list)
+    purged_raw: set[str] = field(default_factory=set)  # raw blobs removed by retention, recorded
 
     @property
     def ok(self) -> bool:
@@ -102,10 +103,13 @@ def verify_chain(
     head: tuple[int, str] | None,
     counters: dict[int, int] | None = None,
     blob_ok: Callable[[str], str | None] | None = None,
+    purged: Callable[[str], bool] | None = None,
 ) -> ChainReport:
     """Check one register. ``entries`` ordered by seq; ``head`` is (last_seq, last_hash) of the
     chain row; ``counters`` maps year to the counter's last number; ``blob_ok(sha)`` returns
-    None when the blob is intact, else what is wrong with it."""
+    None when the blob is intact, else what is wrong with it; ``purged(sha)`` says whether a
+    raw-message blob was removed on purpose (retention): then its absence is no problem. A
+    document's blob must always be there."""
     report = ChainReport(register)
     add = report.problems.append
     prev_hash, expected_seq = GENESIS_HASH, 1
@@ -148,7 +152,9 @@ def verify_chain(
         if blob_ok is not None:
             for digest in dict.fromkeys((e.sha256, e.raw_sha256)):
                 trouble = blob_ok(digest)
-                if trouble:
+                if trouble == "missing" and digest != e.sha256 and purged and purged(digest):
+                    report.purged_raw.add(digest)
+                elif trouble:
                     add(Problem("blob", e.seq, f"{where}: blob {digest} {trouble}"))
         prev_hash, expected_seq, previous = e.entry_hash, max(expected_seq, e.seq + 1), e
     if head is not None:

@@ -1,4 +1,4 @@
-"""CLI: ``mailgw register verify|export|correct`` and ``mailgw archive verify``.
+"""CLI: ``mailgw register verify|export|correct`` and ``mailgw archive verify|prune``.
 
 The main CLI calls :func:`add_commands` with its subparsers, then ``args.func(args)``, which
 returns the exit status.
@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
@@ -60,6 +61,19 @@ def add_commands(subparsers: Any, common: argparse.ArgumentParser | None = None)
     asub = arch.add_subparsers(dest="archive_cmd", required=True)
     p = asub.add_parser("verify", parents=parents, help="re-hash every blob; report bad ones")
     p.set_defaults(func=cmd_archive_verify)
+    p = asub.add_parser(
+        "prune", parents=parents, help="remove raw messages past storage.retention_days"
+    )
+    p.add_argument("--dry-run", action="store_true", help="count what would go; change nothing")
+    p.add_argument("--days", type=_days, metavar="N", help="retention in days (overrides config)")
+    p.set_defaults(func=cmd_archive_prune)
+
+
+def _days(value: str) -> int:
+    days = int(value)
+    if days < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return days
 
 
 def _run(args: argparse.Namespace, work: Callable[[Session, Any], int]) -> int:
@@ -84,10 +98,13 @@ def cmd_register_verify(args: argparse.Namespace) -> int:
         names = [args.register] if args.register else None
         reports = verify_registers(session, store, names)
         for report in reports:
+            notes = ""
+            if report.purged_raw:
+                notes += f"; {len(report.purged_raw)} raw message blob(s) removed by retention"
             if report.ok:
-                print(f"{report.register}: {report.entries} entries, chain and numbers OK")
+                print(f"{report.register}: {report.entries} entries, chain and numbers OK{notes}")
                 continue
-            print(f"{report.register}: {report.entries} entries, FAILED")
+            print(f"{report.register}: {report.entries} entries, FAILED{notes}")
             print(f"  first problem: {report.first}")
             for problem in report.problems[1:]:
                 print(f"  also: {problem}")
@@ -151,12 +168,45 @@ def cmd_archive_verify(args: argparse.Namespace) -> int:
     from mailgw.registry.audit import verify_archive
 
     def work(session: Session, config: Any) -> int:
-        checked, problems = verify_archive(
-            session, FileBlobStore.in_data_dir(config.storage.data_dir)
-        )
-        for status in problems:
+        report = verify_archive(session, FileBlobStore.in_data_dir(config.storage.data_dir))
+        for status in report.problems:
             print(f"{status.state}: {status.sha256} {status.detail}")
-        print(f"{checked} blob(s) checked, {len(problems)} problem(s)")
-        return 0 if not problems else 1
+        line = f"{report.checked} blob(s) checked, {len(report.problems)} problem(s)"
+        if report.purged:
+            line += f", {report.purged} raw message blob(s) removed by retention"
+        print(line)
+        return 0 if report.ok else 1
 
     return _run(args, work)
+
+
+def cmd_archive_prune(args: argparse.Namespace) -> int:
+    from mailgw.app import open_database
+    from mailgw.config import load_config
+    from mailgw.db.engine import make_sessionmaker
+    from mailgw.retention import prune
+
+    config = load_config(args.config)
+    days = config.storage.retention_days if args.days is None else args.days
+    if days == 0:
+        print("retention is off (storage.retention_days = 0): nothing pruned")
+        return 0
+    engine = open_database(config)
+    try:
+        data_dir = config.storage.data_dir
+        result = prune(make_sessionmaker(engine), data_dir, FileBlobStore.in_data_dir(data_dir),
+                       days, dry_run=args.dry_run)  # fmt: skip
+    finally:
+        engine.dispose()
+    before = result.cutoff.astimezone(ZoneInfo(config.registry.timezone)).isoformat("T", "seconds")
+    print(f"retention {days} days: finished messages that arrived before {before}")
+    what = (f"{result.spool_files} spool file(s) and {result.raw_blobs} raw blob(s) of "
+            f"{result.messages} message(s)")  # fmt: skip
+    if args.dry_run:
+        print(f"dry run: would remove {what}, freeing {result.bytes_freed} bytes; nothing changed")
+    else:
+        print(f"removed {what}, {result.bytes_freed} bytes freed")
+    if result.failed:
+        print(f"{result.failed} file(s) could not be removed (see the log); tried again next run")
+        return 1
+    return 0
