@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, union
 from sqlalchemy.orm import Session
 
+from mailgw.registry.anchor import Anchor, check_anchor
 from mailgw.registry.blobs import BlobStatus, BlobStore
 from mailgw.registry.chain import ChainReport, verify_chain
 from mailgw.registry.models import PurgedBlob, RegisterChain, RegisterCounter, RegisterEntry
@@ -63,10 +64,48 @@ def verify_register(session: Session, register: str, store: BlobStore | None) ->
     )  # fmt: skip
 
 
+def entry_at(session: Session, register: str, seq: int) -> RegisterEntry | None:
+    return session.scalar(
+        select(RegisterEntry).where(RegisterEntry.register == register, RegisterEntry.seq == seq)
+    )
+
+
+def check_anchors(session: Session, report: ChainReport, anchors: Iterable[Anchor]) -> None:
+    """Add to ``report`` every anchor of its register that no longer holds."""
+    for anchor in anchors:
+        if anchor.register != report.register:
+            continue
+        report.anchors += 1
+        problem = check_anchor(anchor, entry_at(session, anchor.register, anchor.seq))
+        if problem is not None:
+            report.problems.append(problem)
+
+
 def verify_registers(
-    session: Session, store: BlobStore | None, names: Iterable[str] | None = None
+    session: Session,
+    store: BlobStore | None,
+    names: Iterable[str] | None = None,
+    anchors: Iterable[Anchor] = (),
 ) -> list[ChainReport]:
-    return [verify_register(session, name, store) for name in (names or register_names(session))]
+    """Every register (or ``names``), each also checked against its ``anchors``. Without
+    ``names``, a register that has anchors but no rows any more is reported too."""
+    anchors = list(anchors)
+    if names is None:
+        names = register_names(session)
+        names += sorted({a.register for a in anchors} - set(names))
+    reports = []
+    for name in names:
+        report = verify_register(session, name, store)
+        check_anchors(session, report, anchors)
+        reports.append(report)
+    return reports
+
+
+def register_heads(session: Session, names: Iterable[str] | None = None) -> list[RegisterChain]:
+    query = select(RegisterChain).order_by(RegisterChain.register)
+    if names is not None:
+        query = query.where(RegisterChain.register.in_(list(names)))
+    return list(session.scalars(query))
 
 
 @dataclass

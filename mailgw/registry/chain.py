@@ -4,7 +4,8 @@ Each entry's hash is SHA-256 over the canonical JSON (sorted keys, no spaces, UT
 register fields, its document's blob digest, the digest of its extracted text and the previous
 entry's hash (one chain per register, ordered by ``seq``). The register's head row holds the last
 position and hash, so removing the newest entries is seen too. ``verify_chain`` walks a register
-and names every place where an entry was changed, inserted or removed.
+and names every place where an entry was changed, inserted or removed. Someone who recomputes
+every later hash and the head row is seen only against a head kept elsewhere (anchor.py).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def compute_hash(entry: Any, prev_hash: str) -> str:
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # changed, inserted, removed, numbering, blob
+    kind: str  # changed, inserted, removed, numbering, blob, anchor
     seq: int | None
     message: str
 
@@ -82,6 +83,7 @@ class ChainReport:
     entries: int = 0
     problems: list[Problem] = field(default_factory=list)
     purged_raw: set[str] = field(default_factory=set)  # raw blobs removed by retention, recorded
+    anchors: int = 0  # heads kept elsewhere that were checked against the chain
 
     @property
     def ok(self) -> bool:

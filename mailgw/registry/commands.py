@@ -1,4 +1,4 @@
-"""CLI: ``mailgw register verify|export|correct`` and ``mailgw archive verify|prune``.
+"""CLI: ``mailgw register verify|head|export|correct`` and ``mailgw archive verify|prune``.
 
 The main CLI calls :func:`add_commands` with its subparsers, then ``args.func(args)``, which
 returns the exit status.
@@ -32,7 +32,17 @@ def add_commands(subparsers: Any, common: argparse.ArgumentParser | None = None)
     p = rsub.add_parser("verify", parents=parents, help="check hash chains, numbers and blobs")
     p.add_argument("--register", help="one register (default: all)")
     p.add_argument("--no-blobs", action="store_true", help="do not re-hash the blobs")
+    p.add_argument(
+        "--anchor", type=Path, metavar="FILE",
+        help="also check the heads kept in FILE (lines printed by `register head`)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_register_verify)
+
+    p = rsub.add_parser(
+        "head", parents=parents, help="print each register's chain head, to keep elsewhere"
+    )
+    p.add_argument("--register", help="one register (default: all)")
+    p.set_defaults(func=cmd_register_head)
 
     p = rsub.add_parser("export", parents=parents, help="print the register (CSV or HTML)")
     p.add_argument("--register", default="default")
@@ -91,16 +101,27 @@ def _run(args: argparse.Namespace, work: Callable[[Session, Any], int]) -> int:
 
 
 def cmd_register_verify(args: argparse.Namespace) -> int:
+    from mailgw.registry.anchor import AnchorError, parse_anchors
     from mailgw.registry.audit import verify_registers
+
+    anchors = []
+    if args.anchor:
+        try:
+            anchors = parse_anchors(args.anchor.read_text(encoding="utf-8"), str(args.anchor))
+        except (OSError, UnicodeDecodeError, AnchorError) as exc:
+            print(f"mailgw: {exc}", file=sys.stderr)
+            return 2
 
     def work(session: Session, config: Any) -> int:
         store = None if args.no_blobs else FileBlobStore.in_data_dir(config.storage.data_dir)
         names = [args.register] if args.register else None
-        reports = verify_registers(session, store, names)
+        reports = verify_registers(session, store, names, anchors)
         for report in reports:
             notes = ""
             if report.purged_raw:
                 notes += f"; {len(report.purged_raw)} raw message blob(s) removed by retention"
+            if report.anchors:
+                notes += f"; {report.anchors} anchor(s) checked"
             if report.ok:
                 print(f"{report.register}: {report.entries} entries, chain and numbers OK{notes}")
                 continue
@@ -111,6 +132,33 @@ def cmd_register_verify(args: argparse.Namespace) -> int:
         if not reports:
             print("no register has entries yet")
         return 0 if all(r.ok for r in reports) else 1
+
+    return _run(args, work)
+
+
+def cmd_register_head(args: argparse.Namespace) -> int:
+    from mailgw.registry.anchor import HEADER, head_line
+    from mailgw.registry.audit import entry_at, register_heads
+
+    def work(session: Session, config: Any) -> int:
+        heads = register_heads(session, [args.register] if args.register else None)
+        if not heads:
+            print(f"mailgw: no register {args.register}" if args.register
+                  else "mailgw: no register has entries yet", file=sys.stderr)  # fmt: skip
+            return 1
+        now = dt.datetime.now(ZoneInfo(config.registry.timezone))
+        print(HEADER)
+        status = 0
+        for head in heads:
+            last = entry_at(session, head.register, head.last_seq) if head.last_seq else None
+            if head.last_seq and (last is None or last.entry_hash != head.last_hash):
+                problem = f"the head row does not match chain position {head.last_seq}"
+                print(f"mailgw: {head.register}: {problem}: run `mailgw register verify`",
+                      file=sys.stderr)  # fmt: skip
+                status = 1
+                continue
+            print(head_line(head.register, head.last_seq, head.last_hash, now))
+        return status
 
     return _run(args, work)
 
