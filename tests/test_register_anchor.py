@@ -125,7 +125,7 @@ def test_a_rewritten_history_is_named_by_its_anchor(
     assert code == 1
     assert "default: 5 entries, FAILED; 2 anchor(s) checked" in out
     first = out.splitlines()[1]
-    assert first.startswith(f"  first problem: anchor: anchor {anchor}:{late_line} (default #5, ")
+    assert first.startswith(f"  first problem: anchor: {anchor}:{late_line} (default #5, ")
     assert "default 2026/5 (chain #5, " in first and f"not {anchored_hash}:" in first
     assert "the register's history up to chain position 5 was rewritten" in first
     assert "also:" not in out  # the anchor at position 2 still holds
@@ -154,7 +154,7 @@ def test_an_anchor_for_a_register_that_is_gone(
     code, out = verify(capsys, cfg, anchor)
     assert code == 1
     assert "vanban-di: 0 entries, FAILED; 1 anchor(s) checked" in out
-    assert f"anchor {anchor}:1 (vanban-di #4, printed 2026-03-12T09:00:00+07:00)" in out
+    assert f"anchor: {anchor}:1 (vanban-di #4, printed 2026-03-12T09:00:00+07:00)" in out
 
 
 def test_a_clear_signed_anchor_file_is_read_and_a_bad_one_refused(

@@ -279,12 +279,13 @@ def write_config(tmp_path: Path, database_url: str, days: int = 0) -> str:
 def test_cli_archive_prune(sessions, world, tmp_path: Path, database_url: str, capsys) -> None:
     w = world
     freed = expected_bytes(w)
-    off = write_config(tmp_path, database_url)
-    assert main(["archive", "prune", "-c", off]) == 0
-    assert (
-        capsys.readouterr().out == "retention is off (storage.retention_days = 0): nothing pruned\n"
-    )
-    assert main(["archive", "prune", "-c", off, "--days", str(DAYS), "--dry-run"]) == 0
+    assert main(["archive", "prune", "-c", write_config(tmp_path, database_url)]) == 0
+    out = capsys.readouterr().out
+    assert out == "retention is off (storage.retention_days = 0): nothing pruned\n"
+    on = write_config(tmp_path, database_url, DAYS)
+    assert main(["archive", "prune", "-c", on, "--days", "0"]) == 0
+    assert capsys.readouterr().out == "retention is off (--days 0): nothing pruned\n"
+    assert main(["archive", "prune", "-c", on, "--days", str(DAYS), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"retention {DAYS} days: finished messages that arrived before 20")
     assert out.endswith(
@@ -292,7 +293,6 @@ def test_cli_archive_prune(sessions, world, tmp_path: Path, database_url: str, c
         f"{freed} bytes; nothing changed\n"
     )
     assert purged_ids(sessions) == set()
-    on = write_config(tmp_path, database_url, DAYS)
     assert main(["archive", "prune", "-c", on]) == 0
     out = capsys.readouterr().out
     assert out.endswith(

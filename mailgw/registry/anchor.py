@@ -45,7 +45,7 @@ class Anchor:
 
     def __str__(self) -> str:
         printed = f", printed {self.at}" if self.at else ""
-        return f"anchor {self.where} ({self.register} #{self.seq}{printed})"
+        return f"{self.where} ({self.register} #{self.seq}{printed})"
 
 
 def head_line(register: str, seq: int, hash_: str, at: dt.datetime) -> str:

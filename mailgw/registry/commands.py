@@ -237,7 +237,8 @@ def cmd_archive_prune(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     days = config.storage.retention_days if args.days is None else args.days
     if days == 0:
-        print("retention is off (storage.retention_days = 0): nothing pruned")
+        source = "storage.retention_days = 0" if args.days is None else "--days 0"
+        print(f"retention is off ({source}): nothing pruned")
         return 0
     engine = open_database(config)
     try:
