@@ -37,7 +37,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
+    # psycopg prepares a statement run five times; PostgreSQL may then plan it once for any
+    # parameters. A search's plan depends on its words (how many rows match), so every
+    # execution gets a plan of its own.
+    connect_args = {"options": "-c plan_cache_mode=force_custom_plan"}
+    connect_args.update(kwargs.pop("connect_args", {}))
+    return create_engine(
+        url,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        **kwargs,
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
