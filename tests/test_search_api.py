@@ -23,6 +23,7 @@ from mailgw.mime.parse import parse_message
 from mailgw.pipeline import Job
 from mailgw.registry.blobs import FileBlobStore
 from mailgw.registry.stage import register_stage
+from mailgw.search import sql
 from mailgw.search.models import SearchEntry
 from mailgw.search.stage import index_stage
 
@@ -350,3 +351,45 @@ def test_nul_in_a_query_is_refused_and_still_audited(archive: Archive) -> None:
     with archive.sessions() as session:
         [event] = session.scalars(select(AuditEvent)).all()
     assert (event.action, event.status, event.query) == ("search.documents", 400, "giay\\x00moi")
+
+
+def test_relevance_windows_rank_the_same_newest_matches(
+    archive: Archive, database_url: str, monkeypatch
+) -> None:
+    """PostgreSQL first tests the newest rows, then reads matches in a growing window of the
+    newest ids: whatever path it takes, the RANKED newest matches are ranked, page by page."""
+    monkeypatch.setattr("mailgw.search.sql.RANKED", 5)
+    for i in range(40):
+        body = "công văn " * (1 + i % 3) if i % 2 or i > 16 else "thông báo"
+        rare = " hiếm" if i in (1, 3, 4) else ""
+        bunched = " đặc biệt" if i in (5, 15, 37, 38, 39) else ""  # dense among the newest only
+        archive.add(eml(f"Văn bản {i}", body + rare + bunched),
+                    at=T0 + dt.timedelta(hours=i), registers=())  # fmt: skip
+    queries = ["cong van", "hiem", "cong van hiem", "thong bao", "cong van -hiem", "dac biet",
+               "cong van after:2026-03-10 before:2026-03-11", "nothing matches"]  # fmt: skip
+
+    def pages(q: str) -> list[int]:
+        seen, cursor = [], None
+        while True:
+            extra = {"cursor": cursor} if cursor else {}
+            body = archive.get("/messages", q, sort="relevance", limit=2, **extra).json()
+            seen += [r["id"] for r in body["results"]]
+            if not (cursor := body["next_cursor"]):
+                return seen
+
+    expected = {q: pages(q) for q in queries}  # few rows: the walk covers them all
+    assert len(expected["cong van"]) == 5 and len(expected["hiem"]) == 3
+    assert len(expected["dac biet"]) == 5
+    drives: list[str] = []
+    real_page = sql._page
+
+    def spy(session, plan):
+        drives.append(plan.drive)
+        return real_page(session, plan)
+
+    monkeypatch.setattr("mailgw.search.sql._page", spy)
+    for walk_rows in (1, 3, 5):
+        monkeypatch.setattr("mailgw.search.sql.WALK_ROWS", walk_rows)
+        assert {q: pages(q) for q in queries} == expected
+    if database_url.startswith("postgresql"):
+        assert {"walk", "window", "fts"} <= set(drives)

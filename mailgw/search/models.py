@@ -5,7 +5,8 @@ the row id in ``messages`` or ``register_entries``), with the filter fields deno
 plain indexed columns. Multi-valued exact keys (tags, attachment SHA-256) live in
 ``search_terms``. The full text lives outside the models, made by the migration per dialect:
 SQLite: the FTS5 table ``search_fts`` (rowid = search_index.id) and its shadow tables;
-PostgreSQL: the column ``search_index.tsv`` (tsvector) with the GIN index ``ix_search_index_tsv``.
+PostgreSQL: the column ``search_index.tsv`` (tsvector) with the GIN index ``ix_search_index_tsv``,
+and the BRIN index ``ix_search_index_id_brin`` on ``id`` (migration 0007).
 ``include_object``/``include_name`` keep Alembic's comparison away from those.
 """
 
@@ -27,6 +28,8 @@ FTS_TABLE = "search_fts"
 FTS_COLUMNS = ("subject", "body", "sender", "recipients", "filename", "issuer")
 TSV_COLUMN = "tsv"
 TSV_INDEX = "ix_search_index_tsv"
+ID_BRIN_INDEX = "ix_search_index_id_brin"
+POSTGRESQL_ONLY_INDEXES = (TSV_INDEX, ID_BRIN_INDEX)
 
 _BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -81,7 +84,11 @@ def is_full_text_name(name: str | None) -> bool:
     """The FTS5 table, its shadow tables, the tsvector column and its index."""
     if not name:
         return False
-    return name == FTS_TABLE or name.startswith(FTS_TABLE + "_") or name in (TSV_COLUMN, TSV_INDEX)
+    return (
+        name == FTS_TABLE
+        or name.startswith(FTS_TABLE + "_")
+        or name in (TSV_COLUMN, *POSTGRESQL_ONLY_INDEXES)
+    )
 
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
@@ -91,7 +98,7 @@ def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> 
     if type_ == "column" and parent_names.get("table_name") == "search_index":
         return name != TSV_COLUMN
     if type_ == "index":
-        return name != TSV_INDEX
+        return name not in POSTGRESQL_ONLY_INDEXES
     return True
 
 
@@ -103,5 +110,5 @@ def include_object(
     if type_ == "column" and getattr(getattr(obj, "table", None), "name", None) == "search_index":
         return name != TSV_COLUMN
     if type_ == "index":
-        return name != TSV_INDEX
+        return name not in POSTGRESQL_ONLY_INDEXES
     return True
