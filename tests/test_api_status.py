@@ -9,6 +9,7 @@ import httpx
 from sqlalchemy import update
 
 from mailgw import accounts
+from mailgw.api.auth import TokenCache
 from mailgw.config import Config
 from mailgw.db.models import ApiToken, utcnow
 from tests.test_gateway_relay import CORPUS_LIKE, send, wait_state
@@ -104,3 +105,35 @@ async def test_status_shows_oldest_queued_and_errors(config: Config, make_gatewa
     assert body["counts"]["deferred"] + body["counts"]["sending"] == 1
     assert body["oldest_queued_age_seconds"] is not None
     assert body["last_errors"] and body["last_errors"][0]["queue_id"] == reply.rsplit(" ", 1)[-1]
+
+
+async def test_a_token_revoked_elsewhere_stops_working_after_the_cache_time(
+    config: Config, make_gateway, monkeypatch
+) -> None:
+    """Verified tokens are remembered briefly; a revocation by another process (the CLI)
+    applies once that time is over, and expiry is checked on every request."""
+    gw = await make_gateway(config)
+    revoked = token(gw, "service")
+    soon = token(gw, "service", expires_at=utcnow() + dt.timedelta(seconds=1.5))
+    cache = TokenCache(seconds=0.5)
+    gw.api_server.config.app.state.token_cache = cache
+
+    async def status(t: str) -> int:
+        async with api(gw) as client:
+            response = await client.get("/status", headers={"Authorization": f"Bearer {t}"})
+            return response.status_code
+
+    assert await status(revoked) == 200 and await status(soon) == 200
+    with gw.sessions() as session, session.begin():
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.token_hash == accounts.token_digest(revoked))
+            .values(revoked_at=utcnow())
+        )
+    assert await status(revoked) == 200  # remembered
+    await asyncio.sleep(0.6)
+    assert await status(revoked) == 401
+    cache.seconds = 60.0
+    assert await status(soon) == 200  # remembered for a minute now, but it expires first
+    await asyncio.sleep(1.6)
+    assert await status(soon) == 401

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from mailgw import accounts
 from mailgw.api import audit
-from mailgw.api.auth import Caller, require
+from mailgw.api.auth import Caller, require, token_cache
 from mailgw.api.common import AUTH_ERRORS, MAX_INT, NO_NUL, NOT_FOUND, as_utc, sessions_of
 from mailgw.db.models import ApiToken, AuditEvent, utcnow
 
@@ -178,5 +178,6 @@ def revoke_token(
             row.revoked_at = utcnow()
         session.flush()
         out = _token_out(row)
+    token_cache(request).clear()  # the revoked token stops working now, not in a few seconds
     audit.record(request, caller, "token.revoke", resource=f"token:{token_id}")
     return out

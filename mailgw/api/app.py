@@ -23,7 +23,7 @@ from mailgw.api import (
     search_routes,
     stats_routes,
 )
-from mailgw.api.auth import Caller, require
+from mailgw.api.auth import Caller, TokenCache, require
 from mailgw.api.common import AUTH_ERRORS
 from mailgw.registry.numbering import DEFAULT_TIMEZONE
 from mailgw.rules.manager import RulesManager
@@ -47,6 +47,7 @@ def create_app(
     app.state.started = time.time()
     app.state.rules = rules
     app.state.timezone = timezone
+    app.state.token_cache = TokenCache()
     for module in (documents_routes, registers_routes, stats_routes, rules_routes,
                    admin_routes, metrics_routes, docs_routes):  # fmt: skip
         app.include_router(module.router)

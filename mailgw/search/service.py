@@ -147,50 +147,61 @@ def _aware(value: Any) -> dt.datetime:
 
 
 def details(session: Session, kind: str, page: list[Any], query: Query) -> list[dict[str, Any]]:
+    """The result objects of a page, in the page's order, from one query (plain rows, no ORM
+    objects: this runs on every search)."""
     if not page:
         return []
     toks = query.highlight_tokens()
     ids = [r.id for r in page]
-    entries = {e.id: e for e in session.scalars(select(SearchEntry).where(SearchEntry.id.in_(ids)))}
-    out = []
+    si = SearchEntry
     if kind == DOCUMENT:
-        refs = [r.ref_id for r in page]
-        docs = {
-            d.id: d
-            for d in session.scalars(select(RegisterEntry).where(RegisterEntry.id.in_(refs)))
-        }
-        for r in page:
-            si, d = entries[r.id], docs.get(r.ref_id)
-            if d is None:
-                continue
-            body = "\n".join(t for t in (d.summary, d.text) if t)
+        d = RegisterEntry
+        columns = (si.id.label("si_id"), si.subject, si.category, si.signed, d.id, d.register,
+                   d.year, d.number, d.revision, d.arrival, d.doc_symbol, d.doc_type,
+                   d.doc_type_name, d.issuer, d.summary, d.urgency, d.filename, d.content_type,
+                   d.size, d.sha256, d.message_row_id, d.text)  # fmt: skip
+        found = session.execute(
+            select(*columns).join(d, d.id == si.ref_id).where(si.id.in_(ids))
+        ).all()
+    else:
+        m = Message
+        columns = (si.id.label("si_id"), si.signed, si.body, m.id, m.queue_id, m.received_at,
+                   m.mail_from, m.rcpt_to, m.header_from, m.subject, m.category, m.tags,
+                   m.state, m.message_id, m.attachments)  # fmt: skip
+        found = session.execute(
+            select(*columns).join(m, m.id == si.ref_id).where(si.id.in_(ids))
+        ).all()
+    by_id = {row.si_id: row for row in found}
+    out = []
+    for r in page:
+        row = by_id.get(r.id)
+        if row is None:
+            continue
+        if kind == DOCUMENT:
+            body = "\n".join(t for t in (row.summary, row.text) if t)
             out.append({
-                "id": d.id, "register": d.register, "year": d.year, "number": d.number,
-                "revision": d.revision, "arrival": _aware(d.arrival).isoformat(),
-                "symbol": d.doc_symbol, "type": d.doc_type, "type_name": d.doc_type_name,
-                "issuer": d.issuer, "summary": d.summary, "urgency": d.urgency,
-                "filename": d.filename, "content_type": d.content_type, "size": d.size,
-                "sha256": d.sha256, "message_row_id": d.message_row_id,
-                "subject": si.subject, "category": si.category, "signed": si.signed,
-                "score": _score(r), "subject_highlighted": snippets.highlight(si.subject, toks),
+                "id": row.id, "register": row.register, "year": row.year, "number": row.number,
+                "revision": row.revision, "arrival": _aware(row.arrival).isoformat(),
+                "symbol": row.doc_symbol, "type": row.doc_type, "type_name": row.doc_type_name,
+                "issuer": row.issuer, "summary": row.summary, "urgency": row.urgency,
+                "filename": row.filename, "content_type": row.content_type, "size": row.size,
+                "sha256": row.sha256, "message_row_id": row.message_row_id,
+                "subject": row.subject, "category": row.category, "signed": row.signed,
+                "score": _score(r), "subject_highlighted": snippets.highlight(row.subject, toks),
                 "snippet": snippets.snippet(body, toks),
             })  # fmt: skip
-    else:
-        refs = [r.ref_id for r in page]
-        msgs = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(refs)))}
-        for r in page:
-            si, m = entries[r.id], msgs.get(r.ref_id)
-            if m is None:
-                continue
+        else:
             out.append({
-                "id": m.id, "queue_id": m.queue_id, "arrival": _aware(m.received_at).isoformat(),
-                "mail_from": m.mail_from, "rcpt_to": m.rcpt_to, "header_from": m.header_from,
-                "subject": m.subject, "category": m.category, "tags": m.tags or [],
-                "state": m.state, "message_id": m.message_id,
-                "attachments": [a.get("filename") for a in (m.attachments or [])],
-                "signed": si.signed, "score": _score(r),
-                "subject_highlighted": snippets.highlight(m.subject, toks),
-                "snippet": snippets.snippet(si.body, toks),
+                "id": row.id, "queue_id": row.queue_id,
+                "arrival": _aware(row.received_at).isoformat(),
+                "mail_from": row.mail_from, "rcpt_to": row.rcpt_to,
+                "header_from": row.header_from, "subject": row.subject,
+                "category": row.category, "tags": row.tags or [], "state": row.state,
+                "message_id": row.message_id,
+                "attachments": [a.get("filename") for a in (row.attachments or [])],
+                "signed": row.signed, "score": _score(r),
+                "subject_highlighted": snippets.highlight(row.subject, toks),
+                "snippet": snippets.snippet(row.body, toks),
             })  # fmt: skip
     return out
 
