@@ -388,8 +388,9 @@ def test_relevance_windows_rank_the_same_newest_matches(
         return real_page(session, plan)
 
     monkeypatch.setattr("mailgw.search.sql._page", spy)
-    for walk_rows in (1, 3, 5):
+    for walk_rows, walk_window in ((1, 0), (3, 0), (5, 0), (3, 12)):
         monkeypatch.setattr("mailgw.search.sql.WALK_ROWS", walk_rows)
+        monkeypatch.setattr("mailgw.search.sql.WALK_WINDOW", walk_window)
         assert {q: pages(q) for q in queries} == expected
     if database_url.startswith("postgresql"):
         assert {"walk", "window", "fts"} <= set(drives)

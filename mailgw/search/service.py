@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from mailgw.db.models import Message
@@ -146,6 +146,30 @@ def _aware(value: Any) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
+def _details_query(*columns: Any, ref: Any) -> Any:
+    si = SearchEntry
+    return (
+        select(si.id.label("si_id"), *columns)
+        .join(ref.__table__, ref.id == si.ref_id)
+        .where(si.id.in_(bindparam("ids", expanding=True)))
+    )
+
+
+# Built once: they run for every page of results.
+_d, _si, _m = RegisterEntry, SearchEntry, Message
+_DOCUMENT_DETAILS = _details_query(
+    _si.subject, _si.category, _si.signed, _d.id, _d.register, _d.year, _d.number, _d.revision,
+    _d.arrival, _d.doc_symbol, _d.doc_type, _d.doc_type_name, _d.issuer, _d.summary,
+    _d.urgency, _d.filename, _d.content_type, _d.size, _d.sha256, _d.message_row_id, _d.text,
+    ref=_d,
+)  # fmt: skip
+_MESSAGE_DETAILS = _details_query(
+    _si.signed, _si.body, _m.id, _m.queue_id, _m.received_at, _m.mail_from, _m.rcpt_to,
+    _m.header_from, _m.subject, _m.category, _m.tags, _m.state, _m.message_id, _m.attachments,
+    ref=_m,
+)  # fmt: skip
+
+
 def details(session: Session, kind: str, page: list[Any], query: Query) -> list[dict[str, Any]]:
     """The result objects of a page, in the page's order, from one query (plain rows, no ORM
     objects: this runs on every search)."""
@@ -153,24 +177,8 @@ def details(session: Session, kind: str, page: list[Any], query: Query) -> list[
         return []
     toks = query.highlight_tokens()
     ids = [r.id for r in page]
-    si = SearchEntry
-    if kind == DOCUMENT:
-        d = RegisterEntry
-        columns = (si.id.label("si_id"), si.subject, si.category, si.signed, d.id, d.register,
-                   d.year, d.number, d.revision, d.arrival, d.doc_symbol, d.doc_type,
-                   d.doc_type_name, d.issuer, d.summary, d.urgency, d.filename, d.content_type,
-                   d.size, d.sha256, d.message_row_id, d.text)  # fmt: skip
-        found = session.execute(
-            select(*columns).join(d, d.id == si.ref_id).where(si.id.in_(ids))
-        ).all()
-    else:
-        m = Message
-        columns = (si.id.label("si_id"), si.signed, si.body, m.id, m.queue_id, m.received_at,
-                   m.mail_from, m.rcpt_to, m.header_from, m.subject, m.category, m.tags,
-                   m.state, m.message_id, m.attachments)  # fmt: skip
-        found = session.execute(
-            select(*columns).join(m, m.id == si.ref_id).where(si.id.in_(ids))
-        ).all()
+    statement = _DOCUMENT_DETAILS if kind == DOCUMENT else _MESSAGE_DETAILS
+    found = session.execute(statement, {"ids": ids}).all()
     by_id = {row.si_id: row for row in found}
     out = []
     for r in page:

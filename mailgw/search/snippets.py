@@ -8,6 +8,7 @@ the identity; otherwise an offset table maps folded positions back.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Iterable
@@ -19,30 +20,45 @@ WIDTH = 200  # characters of context in a snippet
 MAX_SCAN = 200_000  # characters of a text looked at
 
 
+# Every character met so far, folded (code point → folded text), and those that fold to more
+# or fewer than one character: a search's snippets fold the same alphabet again and again.
+_FOLDED: dict[int, str] = {}
+_NOT_ONE_TO_ONE: set[str] = set()
+
+
 def _fold_char(ch: str) -> str:
     return " " if ch.isspace() else fold(ch)
 
 
 def fold_with_offsets(s: str) -> tuple[str, list[int] | None]:
     """(folded, offsets): offsets[i] is the original index of folded character i (None: same)."""
-    table = {c: _fold_char(c) for c in set(s)}
-    if all(len(v) == 1 for v in table.values()):
-        return s.translate({ord(c): v for c, v in table.items()}), None
+    chars = set(s)
+    for c in chars:
+        if ord(c) not in _FOLDED:
+            folded = _fold_char(c)
+            if len(folded) != 1:
+                _NOT_ONE_TO_ONE.add(c)
+            _FOLDED[ord(c)] = folded
+    if _NOT_ONE_TO_ONE.isdisjoint(chars):
+        return s.translate(_FOLDED), None
     out: list[str] = []
     offsets: list[int] = []
     for i, ch in enumerate(s):
-        f = table[ch]
+        f = _FOLDED[ord(ch)]
         out.append(f)
         offsets.extend([i] * len(f))
     offsets.append(len(s))
     return "".join(out), offsets
 
 
-def _pattern(tokens: Iterable[str]) -> re.Pattern[str] | None:
-    toks = sorted({t for t in tokens if t}, key=len, reverse=True)
-    if not toks:
-        return None
+@functools.lru_cache(maxsize=256)
+def _compiled(toks: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"(?<![^\W_])(?:" + "|".join(map(re.escape, toks)) + r")(?![^\W_])")
+
+
+def _pattern(tokens: Iterable[str]) -> re.Pattern[str] | None:
+    toks = tuple(sorted({t for t in tokens if t}, key=lambda t: (-len(t), t)))
+    return _compiled(toks) if toks else None
 
 
 def matches(s: str, tokens: Iterable[str]) -> list[tuple[int, int, str]]:

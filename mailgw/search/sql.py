@@ -43,6 +43,7 @@ TSV_PREFIX_OF = {"from": PREFIX["sender"], "to": PREFIX["recipients"],
 RANKED = 2000  # relevance ranks at most this many matches: the most recently indexed ones
 WINDOW_MARGIN = 1.3  # PostgreSQL: aim the id window at this many times RANKED matches
 WALK_ROWS = 8_000  # PostgreSQL: the newest rows tested one by one before using the GIN index
+WALK_WINDOW = 40_000  # PostgreSQL: a window of at most this many rows is tested row by row too
 MANY_MATCHES = 5000  # SQLite, date order: from this many matches on, walk the arrival index
 BM25 = f"bm25({FTS_TABLE}, 4.0, 1.0, 0.0, 0.0, 0.0, 0.0)"
 
@@ -344,8 +345,10 @@ def _postgresql_relevance(session: Session, plan: Plan) -> list[Any]:
     First the newest WALK_ROWS rows of the id range (the query's dates, else the whole index)
     are tested one by one, newest first: a common word finds its RANKED matches there. Else
     the share of matches seen there sizes a window of newest ids expected to hold RANKED ×
-    WINDOW_MARGIN matches, and only matches inside it are read (the GIN matches combined with
-    the BRIN index on id); a window that still holds too few grows until it covers the range.
+    WINDOW_MARGIN matches: up to WALK_WINDOW rows it is tested row by row as well (its words
+    are common, and reading their long GIN lists costs more), beyond that only matches inside
+    it are read (the GIN matches combined with the BRIN index on id). A window that still
+    holds too few grows until it covers the range.
     The answer is always that of ranking the RANKED newest matches of the whole range. (The
     planner's estimates cannot size the window: for several words it multiplies their
     frequencies, far too few for words that go together, as the syllables of a Vietnamese
@@ -369,7 +372,9 @@ def _postgresql_relevance(session: Session, plan: Plan) -> list[Any]:
     window = int(walked * RANKED * WINDOW_MARGIN / ranked) + 1 if ranked else span
     while True:
         window = min(window, span)
-        plan.rowid_range, plan.drive = (hi - window + 1, hi), "window" if window < span else "fts"
+        plan.rowid_range = (hi - window + 1, hi)
+        # a window this small means common words, whose GIN lists cost more than testing rows
+        plan.drive = "walk" if window <= WALK_WINDOW else "window" if window < span else "fts"
         rows = _page(session, plan)
         if window == span or (rows and rows[0].ranked >= RANKED):
             return rows
