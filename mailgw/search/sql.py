@@ -2,8 +2,8 @@
 conditions on the indexed columns of ``search_index`` for the field filters.
 
 Sorting is keyset-paginated: by (arrival, id) for ``date`` and by (score, id) for
-``relevance`` (SQLite: bm25 with the subject weighted 4×; PostgreSQL: ts_rank, subject lexemes
-have weight A). The cursor carries the last row's key.
+``relevance`` (SQLite: mailgw.search.rank, subject weighted 4×; PostgreSQL: ts_rank, subject
+lexemes have weight A). The cursor carries the last row's key.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sqlalchemy import Engine, Float, Integer, String, TextClause, bindparam, te
 from sqlalchemy.orm import Session
 
 from mailgw.db.models import UTCDateTime
+from mailgw.search import rank
 from mailgw.search.index import PREFIX, day_start
 from mailgw.search.models import FTS_TABLE
 from mailgw.search.query import Query, Term
@@ -45,7 +46,6 @@ WINDOW_MARGIN = 1.3  # PostgreSQL: aim the id window at this many times RANKED m
 WALK_ROWS = 8_000  # PostgreSQL: the newest rows tested one by one before using the GIN index
 WALK_WINDOW = 40_000  # PostgreSQL: a window of at most this many rows is tested row by row too
 MANY_MATCHES = 5000  # SQLite, date order: from this many matches on, walk the arrival index
-BM25 = f"bm25({FTS_TABLE}, 4.0, 1.0, 0.0, 0.0, 0.0, 0.0)"
 
 
 @dataclass
@@ -157,19 +157,17 @@ def build(plan: Plan, dialect: str) -> str:
         if match is not None and (relevance or plan.drive in ("fts", "walk")):
             # CROSS JOIN: SQLite keeps this order (the matches drive). Without statistics it
             # would otherwise look the MATCH up once per row of search_index.
-            ranked = f", -{BM25} AS score" if relevance else ""
             newest = " ORDER BY rowid DESC" if relevance or plan.drive == "walk" else ""
             within = ""
             if plan.rowid_range is not None:
                 lo, hi = plan.rowid_range
                 within = f" AND rowid BETWEEN {plan.bind(lo)} AND {plan.bind(hi)}"
             source = (
-                f"(SELECT rowid AS id{ranked} FROM {FTS_TABLE} "
+                f"(SELECT rowid AS id FROM {FTS_TABLE} "
                 f"WHERE {FTS_TABLE} MATCH {plan.bind(match)}{within}{newest}) m "
                 "CROSS JOIN search_index si ON si.id = m.id"
             )
             id_column = "m.id"  # the FTS5 scan gives that order: no sort
-            score = "m.score" if relevance else score
         elif match is not None:
             # many matches, newest first: walk the arrival index, keep rows in the match list
             source = "search_index si INDEXED BY ix_search_index_arrival"
@@ -199,8 +197,13 @@ def build(plan: Plan, dialect: str) -> str:
         # Rank the RANKED most recently indexed matches (all of them when there are fewer):
         # ranking costs per match, and a common word matches a large part of the archive.
         newest = f" ORDER BY si.id DESC LIMIT {RANKED}"
-        if dialect == "sqlite":  # m.id: the FTS5 scan gives that order, no sort
-            inner += newest.replace("si.id", "m.id")
+        if dialect == "sqlite":
+            # the candidates with their folded text, scored by mailgw.search.rank
+            return (
+                f"SELECT {columns}, f.subject AS folded_subject, f.body AS folded_body "
+                f"FROM {source} CROSS JOIN {FTS_TABLE} f ON f.rowid = m.id "
+                f"WHERE {' AND '.join(conds)} ORDER BY m.id DESC LIMIT {RANKED}"
+            )  # m.id: the FTS5 scan gives that order, no sort
         else:
             if plan.drive == "window":  # sort the matches of the id window, never walk the key
                 newest = newest.replace("si.id", "si.id + 0")
@@ -215,9 +218,6 @@ def build(plan: Plan, dialect: str) -> str:
     direction = "DESC" if plan.order == "desc" else "ASC"
     outer = [] if plan.after is None else [_keyset(plan, key, op)]
     sql = f"SELECT * FROM ({inner}) r"
-    if dialect == "sqlite" and relevance:
-        # a materialised CTE: bm25() cannot be used once SQLite flattens the subquery
-        sql = f"WITH r AS MATERIALIZED ({inner}) SELECT * FROM r"
     if outer:
         sql += f" WHERE {' AND '.join(outer)}"
     if plan.drive == "walk" and dialect == "sqlite" and not relevance:
@@ -278,9 +278,9 @@ def execute(engine: Engine, session: Session, plan: Plan) -> list[Any]:
                         if rows is not None:
                             return rows
             sql = build(plan, "sqlite")
-            cur.execute(sql, sqlite_params(plan))
-            names = [d[0] for d in cur.description]
-            return [Row(zip(names, values, strict=True)) for values in cur.fetchall()]
+            if match is not None and plan.sort == "relevance":
+                return _ranked_page(plan, cur, sql)
+            return _fetch(cur, sql, sqlite_params(plan))
         finally:
             cur.close()
     finally:
@@ -295,6 +295,26 @@ class Row(dict):
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+
+def _ranked_page(plan: Plan, cur: Any, sql: str) -> list[Row]:
+    """SQLite: score the candidates (mailgw.search.rank), order them by (score, id) and cut
+    the page after the cursor."""
+    phrases = [t.tokens for t in _text_terms(plan.query)[0] if t.field in (None, "subject")]
+    scorer = rank.Scorer(phrases)
+    cur.execute(sql, sqlite_params(plan))
+    # id, kind, ref_id, arrival, folded subject, folded body
+    scored = [(scorer(r[4] or "", r[5] or ""), r[0], r) for r in cur.fetchall()]
+    desc = plan.order == "desc"
+    scored.sort(key=lambda s: (s[0], s[1]), reverse=desc)
+    if plan.after is not None:
+        after = (float(plan.after[0]), plan.after[1])
+        if desc:
+            scored = [s for s in scored if (s[0], s[1]) < after]
+        else:
+            scored = [s for s in scored if (s[0], s[1]) > after]
+    return [Row(id=r[0], kind=r[1], ref_id=r[2], arrival=r[3], score=score)
+            for score, _, r in scored[: plan.limit + 1]]  # fmt: skip
 
 
 def _keyset(plan: Plan, key: str, op: str) -> str:
