@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailgw.db.models import DEFERRED, MESSAGE_STATES, QUEUED, Message, utcnow
+from mailgw.db.models import DEFERRED, MESSAGE_STATES, QUEUED, SENDING, Message, utcnow
 
 WINDOWS_MINUTES = (1, 5, 15)
 
@@ -21,8 +21,9 @@ def counts_by_state(session: Session) -> dict[str, int]:
 
 
 def oldest_queued_age(session: Session, now: dt.datetime) -> float | None:
+    """Age of the oldest message waiting for the relay, counting one in a delivery attempt."""
     oldest = session.scalar(
-        select(func.min(Message.received_at)).where(Message.state.in_((QUEUED, DEFERRED)))
+        select(func.min(Message.received_at)).where(Message.state.in_((QUEUED, SENDING, DEFERRED)))
     )
     if oldest is None:
         return None

@@ -8,10 +8,10 @@ import datetime as dt
 import httpx
 from sqlalchemy import update
 
-from mailgw import accounts
+from mailgw import accounts, stats
 from mailgw.api.auth import TokenCache
 from mailgw.config import Config
-from mailgw.db.models import ApiToken, utcnow
+from mailgw.db.models import ApiToken, Message, utcnow
 from tests.test_gateway_relay import CORPUS_LIKE, send, wait_state
 
 
@@ -137,3 +137,14 @@ async def test_a_token_revoked_elsewhere_stops_working_after_the_cache_time(
     assert await status(soon) == 200  # remembered for a minute now, but it expires first
     await asyncio.sleep(1.6)
     assert await status(soon) == 401
+
+
+async def test_a_message_in_a_delivery_attempt_counts_as_queued(config: Config, make_gateway):
+    gw = await make_gateway(config)
+    received = utcnow() - dt.timedelta(minutes=3)
+    with gw.sessions() as session, session.begin():
+        session.add(Message(queue_id="SENDING0001", spool_path="x", sha256="0" * 64,
+                            received_at=received, state="sending"))  # fmt: skip
+    with gw.sessions() as session:
+        age = stats.oldest_queued_age(session, utcnow())
+    assert age is not None and 170 < age < 300
