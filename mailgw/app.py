@@ -14,6 +14,7 @@ import uvicorn
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailgw import metrics
 from mailgw.api.app import create_app
 from mailgw.config import Config
 from mailgw.db.engine import make_engine, make_sessionmaker
@@ -107,6 +108,7 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self.pipeline_processes: ChildProcesses | None = None
         if config.pipeline.processes and self.stages is None:
+            metrics.reset_child_metrics(config.storage.data_dir)
             self.intake = IntakeActivity()
             self.pipeline_processes = ChildProcesses(
                 config,

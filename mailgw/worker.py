@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailgw import metrics
 from mailgw.config import Config
 from mailgw.db.engine import make_engine, make_sessionmaker
 from mailgw.db.models import RuleVersion
@@ -155,7 +156,8 @@ class ChildProcesses:
             name=self.name,
             daemon=True,
         )
-        process.start()
+        with metrics.child_environment(self.config.storage.data_dir):
+            process.start()
         log.info("%s process %d started", self.name, process.pid)
         return process
 

@@ -8,9 +8,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
+from mailgw import accounts
 from mailgw.db.engine import make_engine, make_sessionmaker
 from mailgw.db.models import Message, RuleVersion
 from mailgw.worker import DatabaseRules
@@ -55,6 +57,7 @@ def gateway(tmp_path: Path, database_url: str) -> Iterator[tuple[GatewayProcess,
                          rules={"file": str(rules), "poll_seconds": 0.2},
                          pipeline={"processes": 1, "poll_seconds": 0.05})  # fmt: skip
     proc = GatewayProcess(config, ports["smtp"], tmp_path / "mailgw.log")
+    proc.api_port = ports["api"]
     yield proc, rules
     proc.stop()
 
@@ -105,3 +108,38 @@ def test_pipeline_process_follows_reload_and_is_restarted(gateway, database_url:
     # the gateway notices within a second or two and starts another one
     assert tags_of(database_url, send(proc.smtp_port, 3), timeout=30) == ["hai"]
     assert proc.terminate(60) == 0
+
+
+def metric(text: str, name: str) -> float:
+    """The value of the sample ``name`` (with its labels, as printed) in a /metrics page."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def test_metrics_include_the_pipeline_processes(gateway, database_url: str) -> None:
+    """The pipeline runs in a child process; its counters and histograms (processing latency,
+    rule evaluation time) still reach the gateway's /metrics."""
+    proc, _ = gateway
+    proc.start()
+    for n in (1, 2):
+        tags_of(database_url, send(proc.smtp_port, n))
+    engine = make_engine(database_url)
+    with make_sessionmaker(engine)() as session, session.begin():
+        token = accounts.create_token(session, "service", "metrics-test")
+    engine.dispose()
+    deadline = time.monotonic() + 10
+    while True:  # a child's figures are written as it counts; the last may lag a little
+        response = httpx.get(f"http://127.0.0.1:{proc.api_port}/metrics",
+                             headers={"Authorization": f"Bearer {token}"}, timeout=10)  # fmt: skip
+        assert response.status_code == 200
+        text = response.text
+        if metric(text, "mailgw_messages_processed_total") >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert metric(text, "mailgw_messages_processed_total") >= 2
+    assert metric(text, "mailgw_processing_seconds_count") >= 2
+    assert metric(text, 'mailgw_stage_seconds_count{stage="rules"}') >= 2
+    assert metric(text, 'mailgw_messages_accepted_total{origin="smtp"}') >= 2  # the gateway's
+    assert text.count("# TYPE mailgw_messages_processed_total") <= 1  # one family per name

@@ -70,5 +70,5 @@ def prometheus_metrics(
     registered documents by register. A bearer token is needed, as for /status."""
     snapshot = CollectorRegistry(auto_describe=False)
     snapshot.register(_DatabaseCollector(request))
-    body = generate_latest(metrics.REGISTRY) + generate_latest(snapshot)
+    body = metrics.exposition(request.app.state.data_dir) + generate_latest(snapshot)
     return Response(content=body, media_type=CONTENT_TYPE)
