@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from mailgw.api import audit
 from mailgw.api.auth import Caller, require
@@ -45,16 +46,26 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchParams:
-    """The query parameters of both endpoints, read and checked by the search service, so
-    every mistake gets the same 400 answer (never FastAPI's 422)."""
+    q: str | None
+    sort: str | None
+    order: str | None
+    limit: str | None
+    cursor: str | None
 
-    q: str | None = Query(None, description="the query (docs/search.md), at most 1000 characters")
-    sort: str | None = Query(None, description="date (default) or relevance")
-    order: str | None = Query(None, description="desc (default) or asc")
-    limit: str | None = Query(None, description="results per page, 1-100 (default 20)")
-    cursor: str | None = Query(None, description="next_cursor of the previous page")
+
+async def search_params(
+    q: str | None = Query(None, description="the query (docs/search.md), at most 1000 characters"),
+    sort: str | None = Query(None, description="date (default) or relevance"),
+    order: str | None = Query(None, description="desc (default) or asc"),
+    limit: str | None = Query(None, description="results per page, 1-100 (default 20)"),
+    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+) -> SearchParams:
+    """The query parameters of both endpoints, read and checked by the search service, so
+    every mistake gets the same 400 answer (never FastAPI's 422). (A coroutine: FastAPI runs a
+    plain function dependency in a worker thread.)"""
+    return SearchParams(q, sort, order, limit, cursor)
 
 
 def _run(
@@ -82,20 +93,20 @@ def _run(
 
 
 @router.get("/documents", response_model=SearchOut, responses=RESPONSES)
-def search_documents(
+async def search_documents(
     request: Request,
-    params: SearchParams = Depends(),
+    params: SearchParams = Depends(search_params),
     caller: Caller = Depends(require("auditor")),
 ) -> JSONResponse:
     """Search registered documents (register entries). Audited."""
-    return _run(request, caller, DOCUMENT, "search.documents", params)
+    return await run_in_threadpool(_run, request, caller, DOCUMENT, "search.documents", params)
 
 
 @router.get("/messages", response_model=SearchOut, responses=RESPONSES)
-def search_messages(
+async def search_messages(
     request: Request,
-    params: SearchParams = Depends(),
+    params: SearchParams = Depends(search_params),
     caller: Caller = Depends(require("auditor")),
 ) -> JSONResponse:
     """Search messages; the same parameters and query language as /documents. Audited."""
-    return _run(request, caller, MESSAGE, "search.messages", params)
+    return await run_in_threadpool(_run, request, caller, MESSAGE, "search.messages", params)
