@@ -305,3 +305,38 @@ async def test_implicit_tls_listener(submission_config: Config, make_gateway) ->
         client = await run(RawSMTP, host, port, 3)
     if client:
         client.close()
+
+
+PROSE = "Kính gửi các cơ quan, đơn vị trực thuộc tỉnh.\r\n".encode()
+DATA_ENDS = {  # bytes after DATA's CRLF (terminator included) -> the message as stored
+    "empty": (b".\r\n", b""),
+    "one-line": (b"x\r\n.\r\n", b"x\r\n"),
+    "one-empty-line": (b"\r\n.\r\n", b"\r\n"),
+    "dot-stuffed": (b"..x\r\n.\r\n", b".x\r\n"),
+    "short-dot-lines": (b"a.\r\n.\r\n", b"a.\r\n"),
+    "prose": (b"Subject: van ban\r\n\r\n" + PROSE * 2500 + b".\r\n",
+              b"Subject: van ban\r\n\r\n" + PROSE * 2500),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("wire, stored", DATA_ENDS.values(), ids=DATA_ENDS.keys())
+async def test_data_ends_at_the_first_crlf_dot_crlf(
+    config: Config, make_gateway, wire: bytes, stored: bytes
+) -> None:
+    """Lines ending in a full stop, a message of one line, an empty one: each ends exactly at
+    its terminator, and a command sent right behind it is answered in turn."""
+    gw = await make_gateway(config)
+    client = await run(RawSMTP, *gw.listening["relay"])
+    try:
+        await run(client.cmd, "EHLO client.test")
+        await run(client.cmd, "MAIL FROM:<a@example.gov.vn>")
+        await run(client.cmd, "RCPT TO:<b@example.gov.vn>")
+        assert (await run(client.cmd, "DATA"))[0] == 354
+        await run(client.send, wire + b"NOOP\r\n")
+        code, text = await run(client.reply)
+        assert code == 250, text
+        assert (await run(client.reply))[0] == 250  # the NOOP
+    finally:
+        client.close()
+    [row] = rows(gw)
+    assert (config.storage.data_dir / row.spool_path).read_bytes() == stored
