@@ -41,11 +41,19 @@ def _with_session(args: argparse.Namespace, work: Callable[[Session], int]) -> i
 # --- serve, check-config, db
 
 
+def quiet_smtp_transcript(level: str) -> None:
+    """aiosmtpd logs every command and reply of every session at INFO ("mail.log"): below
+    DEBUG only its warnings are kept. At a few hundred messages a second that transcript
+    costs CPU and fills disks; the gateway logs what it decides itself."""
+    logging.getLogger("mail.log").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _config(args)
     logging.basicConfig(
         level=config.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    quiet_smtp_transcript(config.log.level)
 
     # Hand the interpreter lock back to the event loop sooner when worker threads are busy
     # (parsing, rules): measured +22 % (10 KB) and +26 % (100 KB) acceptance throughput.

@@ -21,7 +21,8 @@ def port_free(port: int) -> bool:
     import socket
 
     with socket.socket() as s:
-        try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: a
+        try:  # connection in TIME_WAIT does not take the port, a listener does
             s.bind(("127.0.0.1", port))
         except OSError:
             return False
@@ -53,3 +54,6 @@ def test_serve_runs_on_embedded_defaults(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+    log = proc.stdout.read().decode() if proc.stdout else ""
+    assert "INFO mailgw.app: shutting down" in log  # the gateway's own INFO lines are kept
+    assert ">> b'" not in log and "mail.log" not in log  # not the SMTP transcript
