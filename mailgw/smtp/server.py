@@ -20,7 +20,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import aiosmtpd.smtp as aiosmtpd_smtp
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -39,6 +39,20 @@ from mailgw.spool import Incoming, Spool, SpoolError, new_queue_id
 log = logging.getLogger(__name__)
 
 
+_CLASS_NAMES: dict[tuple[type, tuple[str, ...]], list[str]] = {}
+
+
+def _names_with(obj: object, prefixes: tuple[str, ...]) -> list[str]:
+    """The sorted attribute names of ``obj`` that start with one of ``prefixes``: the class's
+    from one ``dir`` per class, plus any set on the instance."""
+    key = (type(obj), prefixes)
+    names = _CLASS_NAMES.get(key)
+    if names is None:
+        names = _CLASS_NAMES[key] = [n for n in dir(type(obj)) if n.startswith(prefixes)]
+    own = [n for n in getattr(obj, "__dict__", ()) if n.startswith(prefixes)]
+    return sorted({*names, *own}) if own else names
+
+
 class _AuthMembersOnly:
     """Stands in for the ``inspect`` module inside aiosmtpd.smtp.
 
@@ -48,43 +62,20 @@ class _AuthMembersOnly:
     ``auth_*`` members from a per-class list of names; everything else is the real ``inspect``.
     """
 
-    _names: ClassVar[dict[type, list[str]]] = {}
-
     def __getattr__(self, name: str) -> Any:
         return getattr(inspect, name)
 
     def getmembers(self, obj: object) -> list[tuple[str, Any]]:
-        cls = type(obj)
-        names = self._names.get(cls)
-        if names is None:
-            names = self._names[cls] = sorted(n for n in dir(cls) if n.startswith("auth_"))
-        extra = (
-            sorted(n for n in vars(obj) if n.startswith("auth_"))
-            if hasattr(obj, "__dict__")
-            else []
-        )
-        return [(n, getattr(obj, n)) for n in sorted({*names, *extra})]
-
-
-aiosmtpd_smtp.inspect = _AuthMembersOnly()  # type: ignore[assignment]
-
-_CLASS_DIRS: dict[type, list[str]] = {}
-_HOOK_PREFIXES = ("smtp_", "handle_")
+        return [(n, getattr(obj, n)) for n in _names_with(obj, ("auth_",))]
 
 
 def _hook_names(obj: object) -> list[str]:
     """Stands in for ``dir`` inside aiosmtpd.smtp, which calls it for every new connection only
-    to collect the ``smtp_*`` and ``handle_*`` methods of the protocol and the handler. Those
-    names come from one ``dir`` per class (plus any set on the instance), not a fresh sorted
-    walk of every attribute per connection."""
-    cls = type(obj)
-    names = _CLASS_DIRS.get(cls)
-    if names is None:
-        names = _CLASS_DIRS[cls] = dir(cls)
-    own = [n for n in getattr(obj, "__dict__", ()) if n.startswith(_HOOK_PREFIXES)]
-    return sorted({*names, *own}) if own else names
+    to collect the ``smtp_*`` and ``handle_*`` methods of the protocol and the handler."""
+    return _names_with(obj, ("smtp_", "handle_"))
 
 
+aiosmtpd_smtp.inspect = _AuthMembersOnly()  # type: ignore[assignment]
 aiosmtpd_smtp.dir = _hook_names  # type: ignore[attr-defined]
 
 # While reading DATA the stream may buffer this much before we take what it has.
