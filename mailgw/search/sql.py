@@ -193,27 +193,26 @@ def build(plan: Plan, dialect: str) -> str:
     key = "score" if relevance else "arrival"
     columns = f"{id_column} AS id, si.kind AS kind, si.ref_id AS ref_id, si.arrival AS arrival"
     inner = f"SELECT {columns}, {score} AS score FROM {source} WHERE {' AND '.join(conds)}"
+    # Relevance ranks the RANKED most recently indexed matches (all of them when there are
+    # fewer): ranking costs per match, and a common word matches a large part of the archive.
+    if relevance and dialect == "sqlite":
+        # the candidates with their folded text, scored by mailgw.search.rank; m.id: the FTS5
+        # scan gives that order, no sort
+        return (
+            f"SELECT {columns}, f.subject AS folded_subject, f.body AS folded_body "
+            f"FROM {source} CROSS JOIN {FTS_TABLE} f ON f.rowid = m.id "
+            f"WHERE {' AND '.join(conds)} ORDER BY m.id DESC LIMIT {RANKED}"
+        )
     if relevance:
-        # Rank the RANKED most recently indexed matches (all of them when there are fewer):
-        # ranking costs per match, and a common word matches a large part of the archive.
-        newest = f" ORDER BY si.id DESC LIMIT {RANKED}"
-        if dialect == "sqlite":
-            # the candidates with their folded text, scored by mailgw.search.rank
-            return (
-                f"SELECT {columns}, f.subject AS folded_subject, f.body AS folded_body "
-                f"FROM {source} CROSS JOIN {FTS_TABLE} f ON f.rowid = m.id "
-                f"WHERE {' AND '.join(conds)} ORDER BY m.id DESC LIMIT {RANKED}"
-            )  # m.id: the FTS5 scan gives that order, no sort
-        else:
-            if plan.drive == "window":  # sort the matches of the id window, never walk the key
-                newest = newest.replace("si.id", "si.id + 0")
-            # the newest matches by id alone (narrow rows sort in memory), then their rows
-            inner = (
-                f"SELECT {columns}, {score} AS score, count(*) OVER () AS ranked "
-                f"FROM (SELECT si.id FROM {source} "
-                f"WHERE {' AND '.join(conds)}{newest}) top "
-                "JOIN search_index si ON si.id = top.id"
-            )
+        # the newest matches by id alone (narrow rows sort in memory), then their rows; in a
+        # "window" the matches are sorted, the primary key is never walked
+        order_id = "si.id + 0" if plan.drive == "window" else "si.id"
+        inner = (
+            f"SELECT {columns}, {score} AS score, count(*) OVER () AS ranked "
+            f"FROM (SELECT si.id FROM {source} WHERE {' AND '.join(conds)} "
+            f"ORDER BY {order_id} DESC LIMIT {RANKED}) top "
+            "JOIN search_index si ON si.id = top.id"
+        )
     op = "<" if plan.order == "desc" else ">"
     direction = "DESC" if plan.order == "desc" else "ASC"
     outer = [] if plan.after is None else [_keyset(plan, key, op)]
@@ -250,8 +249,7 @@ def execute(engine: Engine, session: Session, plan: Plan) -> list[Any]:
     if engine.dialect.name != "sqlite":
         if plan.sort == "relevance" and _text_terms(plan.query)[0]:
             return _postgresql_relevance(session, plan)
-        sql = build(plan, engine.dialect.name)
-        return list(session.execute(statement(plan, sql), plan.params).all())
+        return _page(session, plan)
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
@@ -264,6 +262,7 @@ def execute(engine: Engine, session: Session, plan: Plan) -> list[Any]:
                     if found[0] is None:
                         return []
                     plan.rowid_range = (found[0], found[1])
+                return _ranked_page(cur, plan)
             if match is not None and plan.sort == "date":
                 # Few matches: fetch them and sort. Many: walk the arrival index instead.
                 cur.execute(
@@ -277,10 +276,7 @@ def execute(engine: Engine, session: Session, plan: Plan) -> list[Any]:
                         rows = _newest_first(cur, plan)
                         if rows is not None:
                             return rows
-            sql = build(plan, "sqlite")
-            if match is not None and plan.sort == "relevance":
-                return _ranked_page(plan, cur, sql)
-            return _fetch(cur, sql, sqlite_params(plan))
+            return _fetch(cur, build(plan, "sqlite"), sqlite_params(plan))
         finally:
             cur.close()
     finally:
@@ -297,12 +293,12 @@ class Row(dict):
             raise AttributeError(name) from None
 
 
-def _ranked_page(plan: Plan, cur: Any, sql: str) -> list[Row]:
+def _ranked_page(cur: Any, plan: Plan) -> list[Row]:
     """SQLite: score the candidates (mailgw.search.rank), order them by (score, id) and cut
     the page after the cursor."""
     phrases = [t.tokens for t in _text_terms(plan.query)[0] if t.field in (None, "subject")]
     scorer = rank.Scorer(phrases)
-    cur.execute(sql, sqlite_params(plan))
+    cur.execute(build(plan, "sqlite"), sqlite_params(plan))
     # id, kind, ref_id, arrival, folded subject, folded body
     scored = [(scorer(r[4] or "", r[5] or ""), r[0], r) for r in cur.fetchall()]
     desc = plan.order == "desc"
