@@ -336,19 +336,14 @@ def count_stored(data_dir: Path, db_name: str | None) -> tuple[int, dict[str, in
 
 def mailgw_rev() -> str:
     """HEAD and whether mailgw/ has uncommitted changes (others edit it while we measure)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                              timeout=30)  # fmt: skip
+        return done.stdout.strip()
+
     try:
-        rev = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "mailgw"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        ).stdout.strip()
+        rev, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "mailgw")
     except (OSError, subprocess.TimeoutExpired):
         return "?"
     return rev + ("+dirty" if dirty else "")
