@@ -150,7 +150,7 @@ def _details_query(*columns: Any, ref: Any) -> Any:
     si = SearchEntry
     return (
         select(si.id.label("si_id"), *columns)
-        .join(ref.__table__, ref.id == si.ref_id)
+        .join(ref, ref.id == si.ref_id)
         .where(si.id.in_(bindparam("ids", expanding=True)))
     )
 
