@@ -108,7 +108,7 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self.pipeline_processes: ChildProcesses | None = None
         if config.pipeline.processes and self.stages is None:
-            metrics.reset_child_metrics(config.storage.data_dir)
+            await asyncio.to_thread(metrics.reset_child_metrics, config.storage.data_dir)
             self.intake = IntakeActivity()
             self.pipeline_processes = ChildProcesses(
                 config,
