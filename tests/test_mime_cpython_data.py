@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-import pytest
-
 from mailgw.mime.model import ParsedMessage
 from mailgw.mime.parse import parse_message
+from tests.conftest import need
 
 DATA = Path("/usr/lib/python3.11/test/test_email/data")
 
 
 def _files() -> list[Path]:
-    if not DATA.is_dir():
-        if os.environ.get("MAILGW_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{DATA} missing (install libpython3.11-testsuite)")
-        pytest.skip(f"{DATA} missing")
+    need(DATA.is_dir(), f"{DATA} (install libpython3.11-testsuite)")
     files = sorted(p for p in DATA.iterdir() if p.is_file())
     assert files
     return files
