@@ -36,16 +36,15 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from mailgw.db.models import DONE_STATES, Message, utcnow
 from mailgw.registry.blobs import BlobStore
 from mailgw.registry.models import PurgedBlob, RegisterArrival, RegisterEntry
+from mailgw.registry.numbering import insert_missing
 from mailgw.spool import SPOOL_DIR, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -125,12 +124,6 @@ def _stored_blobs(store: BlobStore, batch: list[_Due]) -> dict[str, int]:
     return {digest: size for digest, size in sizes.items() if size is not None}
 
 
-def _insert_missing(session: Session, rows: list[dict[str, Any]]) -> None:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(PurgedBlob).on_conflict_do_nothing(), rows)
-
-
 def _record_blobs(
     sessions: sessionmaker[Session], digests: Iterable[str], days: int, now: dt.datetime
 ) -> None:
@@ -139,7 +132,7 @@ def _record_blobs(
     ]
     if rows:
         with sessions() as session, session.begin():
-            _insert_missing(session, rows)
+            insert_missing(session, PurgedBlob, rows)
 
 
 def _spool_file(data_dir: Path, spool_path: str) -> Path | None:

@@ -30,15 +30,16 @@ def year_of(arrival: dt.datetime, timezone: str = DEFAULT_TIMEZONE) -> int:
     return arrival.astimezone(ZoneInfo(timezone)).year
 
 
-def _insert_missing(session: Session, table: type, values: dict) -> None:
+def insert_missing(session: Session, table: type, rows: dict | list[dict]) -> None:
+    """INSERT … ON CONFLICT DO NOTHING of one row or several: rows already there are kept."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+        stmt = postgresql.insert(table).on_conflict_do_nothing()
     elif dialect == "sqlite":
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
     else:  # pragma: no cover - only the two supported databases
         raise RuntimeError(f"unsupported database {dialect}")
-    session.execute(stmt)
+    session.execute(stmt, rows)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def lock_register(session: Session, register: str) -> ChainHead:
     row = session.execute(query).one_or_none()
     if row is None:  # the register's first entry: make its head row (another node may race)
         values = {"register": register, "last_seq": 0, "last_hash": GENESIS_HASH}
-        _insert_missing(session, RegisterChain, values)
+        insert_missing(session, RegisterChain, values)
         row = session.execute(query).one()
     return ChainHead(register, row.last_seq, row.last_hash)
 
@@ -83,6 +84,6 @@ def next_number(session: Session, register: str, year: int) -> int:
     number = session.execute(bump).scalar_one_or_none()
     if number is None:  # first entry of the year
         values = {"register": register, "year": year, "last_number": 0}
-        _insert_missing(session, RegisterCounter, values)
+        insert_missing(session, RegisterCounter, values)
         number = session.execute(bump).scalar_one()
     return number
