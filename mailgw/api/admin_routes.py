@@ -79,8 +79,7 @@ def audit_log(
         where.append(e.token_name == token_name)
     if resource:
         if resource.endswith("*"):
-            prefix = resource[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append(e.resource.like(prefix + "%", escape="\\"))
+            where.append(e.resource.startswith(resource[:-1], autoescape=True))
         else:
             where.append(e.resource == resource)
     start, end = as_utc(since, "since"), as_utc(until, "until")
