@@ -41,6 +41,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+from mailgw.aio import wait_any
 from mailgw.db.models import DONE_STATES, Message, utcnow
 from mailgw.registry.blobs import BlobStore
 from mailgw.registry.models import PurgedBlob, RegisterArrival, RegisterEntry
@@ -251,11 +252,9 @@ async def prune_periodically(
     ``interval_seconds``, until ``stopping`` is set. A failed run is logged and tried again."""
     delay = min(FIRST_RUN_DELAY_SECONDS, interval_seconds)
     while True:
-        try:
-            await asyncio.wait_for(stopping.wait(), delay)
+        await wait_any(stopping, timeout=delay)
+        if stopping.is_set():
             return
-        except TimeoutError:
-            pass
         delay = interval_seconds
         try:
             result = await asyncio.to_thread(run)
