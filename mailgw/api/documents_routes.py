@@ -206,12 +206,6 @@ def _document(request: Request, entry_id: int) -> DocumentOut | None:
         if entry is None:
             return None
         message = session.get(Message, entry.message_row_id)
-        arrivals = session.execute(
-            select(RegisterArrival, Message.queue_id)
-            .join(Message, Message.id == RegisterArrival.message_row_id, isouter=True)
-            .where(RegisterArrival.entry_id == _original_id(session, entry))
-            .order_by(RegisterArrival.arrival, RegisterArrival.id)
-        ).all()
         revisions = session.scalars(
             select(RegisterEntry)
             .where(
@@ -220,6 +214,14 @@ def _document(request: Request, entry_id: int) -> DocumentOut | None:
                 RegisterEntry.number == entry.number,
             )
             .order_by(RegisterEntry.revision)
+        ).all()
+        # Arrivals are recorded against revision 0 of a number.
+        original = revisions[0].id if revisions[0].revision == 0 else entry.id
+        arrivals = session.execute(
+            select(RegisterArrival, Message.queue_id)
+            .join(Message, Message.id == RegisterArrival.message_row_id, isouter=True)
+            .where(RegisterArrival.entry_id == original)
+            .order_by(RegisterArrival.arrival, RegisterArrival.id)
         ).all()
         out = DocumentOut(
             entry=_entry(entry),
@@ -240,21 +242,6 @@ def _document(request: Request, entry_id: int) -> DocumentOut | None:
             content_url=f"/documents/{entry.id}/content",
         )
     return out
-
-
-def _original_id(session: Session, entry: RegisterEntry) -> int:
-    """Arrivals are recorded against revision 0 of a number."""
-    if entry.revision == 0:
-        return entry.id
-    first = session.scalar(
-        select(RegisterEntry.id).where(
-            RegisterEntry.register == entry.register,
-            RegisterEntry.year == entry.year,
-            RegisterEntry.number == entry.number,
-            RegisterEntry.revision == 0,
-        )
-    )
-    return first or entry.id
 
 
 def download_name(entry: RegisterEntry) -> str:
