@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -44,23 +45,15 @@ def verify_register(session: Session, register: str, store: BlobStore | None) ->
             )
         ).all()
     )
-    checked: dict[str, str | None] = {}
-    purged: dict[str, bool] = {}
 
+    @functools.cache
     def blob_ok(digest: str) -> str | None:
-        if digest not in checked:
-            status = store.verify(digest) if store is not None else None
-            checked[digest] = None if status is None or status.ok else status.state
-        return checked[digest]
-
-    def was_purged(digest: str) -> bool:
-        if digest not in purged:
-            purged[digest] = is_purged(session, digest)
-        return purged[digest]
+        status = store.verify(digest)
+        return None if status.ok else status.state
 
     return verify_chain(
         register, _entries(session, register), head, counters, blob_ok if store else None,
-        was_purged,
+        functools.cache(functools.partial(is_purged, session)),
     )  # fmt: skip
 
 
