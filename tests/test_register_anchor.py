@@ -83,7 +83,7 @@ def test_head_lines_anchor_an_untouched_register(
     add_entries(sessions, store, 3)
     add_entries(sessions, store, 1, start=10, register="confidential")
     cfg = write_config(tmp_path, database_url)
-    out = head(capsys, str(cfg))
+    out = head(capsys, cfg)
     lines = out.splitlines()
     assert lines[0].startswith("# mailgw register head: register, chain position, hash, time")
     printed = {m[1]: (int(m[2]), m[3]) for m in map(HEAD_LINE.fullmatch, lines[2:]) if m}
@@ -91,25 +91,25 @@ def test_head_lines_anchor_an_untouched_register(
     at = dt.datetime.fromisoformat(HEAD_LINE.fullmatch(lines[2])[4])
     assert at.utcoffset() == dt.timedelta(hours=7)  # the agency's time zone
     assert (
-        head(capsys, str(cfg), "--register", "confidential")
+        head(capsys, cfg, "--register", "confidential")
         .splitlines()[2]
         .startswith("confidential 1 ")
     )
 
     anchor = tmp_path / "so-den-head.txt"
     anchor.write_text(out, encoding="utf-8")
-    code, out = verify(capsys, str(cfg), anchor)
+    code, out = verify(capsys, cfg, anchor)
     assert code == 0, out
     assert "default: 3 entries, chain and numbers OK; 1 anchor(s) checked" in out
     assert "confidential: 1 entries, chain and numbers OK; 1 anchor(s) checked" in out
     add_entries(sessions, store, 2, start=3)  # the register grows: the anchor still holds
-    assert verify(capsys, str(cfg), anchor)[0] == 0
+    assert verify(capsys, cfg, anchor)[0] == 0
 
 
 def test_a_rewritten_history_is_named_by_its_anchor(
     sessions, store, tmp_path: Path, database_url: str, capsys
 ) -> None:
-    cfg = str(write_config(tmp_path, database_url))
+    cfg = write_config(tmp_path, database_url)
     add_entries(sessions, store, 2)
     early = head(capsys, cfg)
     add_entries(sessions, store, 3, start=2)
@@ -147,7 +147,7 @@ def test_a_rewritten_history_is_named_by_its_anchor(
 def test_an_anchor_for_a_register_that_is_gone(
     sessions, store, tmp_path: Path, database_url: str, capsys
 ) -> None:
-    cfg = str(write_config(tmp_path, database_url))
+    cfg = write_config(tmp_path, database_url)
     add_entries(sessions, store, 1)
     anchor = tmp_path / "anchors.txt"
     anchor.write_text(f"vanban-di 4 {'ab' * 32} 2026-03-12T09:00:00+07:00\n")
@@ -160,7 +160,7 @@ def test_an_anchor_for_a_register_that_is_gone(
 def test_a_clear_signed_anchor_file_is_read_and_a_bad_one_refused(
     sessions, store, tmp_path: Path, database_url: str, capsys
 ) -> None:
-    cfg = str(write_config(tmp_path, database_url))
+    cfg = write_config(tmp_path, database_url)
     add_entries(sessions, store, 2)
     lines = head(capsys, cfg)
     signed = tmp_path / "signed.txt"
@@ -186,7 +186,7 @@ def test_a_clear_signed_anchor_file_is_read_and_a_bad_one_refused(
 def test_head_refuses_a_head_row_that_does_not_match(
     sessions, store, tmp_path: Path, database_url: str, capsys
 ) -> None:
-    cfg = str(write_config(tmp_path, database_url))
+    cfg = write_config(tmp_path, database_url)
     add_entries(sessions, store, 2)
     assert main(["register", "head", "-c", cfg, "--register", "nope"]) == 1
     assert capsys.readouterr().err == "mailgw: no register nope\n"

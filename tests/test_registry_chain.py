@@ -193,19 +193,20 @@ def test_export_csv_and_html(sessions, store) -> None:
     assert "Giấy mời: Trích yếu 1" in html and "12/03/2026" in html and "Khẩn" in html
 
 
-def write_config(tmp_path: Path, database_url: str) -> Path:
+def write_config(tmp_path: Path, database_url: str, retention_days: int = 0) -> str:
     path = tmp_path / "mailgw.toml"
     path.write_text(
         f'[storage]\ndata_dir = "{tmp_path / "data"}"\ndatabase_url = "{database_url}"\n'
+        f"retention_days = {retention_days}\n"
     )
-    return path
+    return str(path)
 
 
 def test_cli_verify_export_correct_archive(
     sessions, store, tmp_path: Path, database_url: str, capsys
 ) -> None:
     fill(sessions, store, 3)
-    cfg = str(write_config(tmp_path, database_url))
+    cfg = write_config(tmp_path, database_url)
     assert main(["register", "verify", "-c", cfg]) == 0
     assert "default: 3 entries, chain and numbers OK" in capsys.readouterr().out
     assert main(["archive", "verify", "-c", cfg]) == 0

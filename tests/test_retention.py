@@ -38,6 +38,7 @@ from mailgw.registry.register import Document, register_documents
 from mailgw.retention import prune
 from mailgw.spool import new_queue_id
 from tests.test_api_archive import api, archive, audit_rows, bearer, token
+from tests.test_registry_chain import write_config
 from tests.test_registry_support import FIELDS, doc, sessions
 
 __all__ = ["archive", "sessions"]
@@ -265,15 +266,6 @@ def test_a_crash_between_the_steps_is_finished_by_the_next_run(
     assert not any(m.path.exists() for m in w.due)
     assert not any(w.store.exists(digest) for digest in w.gone_blobs)
     assert all(m.path.exists() for m in w.kept)
-
-
-def write_config(tmp_path: Path, database_url: str, days: int = 0) -> str:
-    path = tmp_path / "mailgw.toml"
-    path.write_text(
-        f'[storage]\ndata_dir = "{tmp_path / "data"}"\ndatabase_url = "{database_url}"\n'
-        f"retention_days = {days}\n"
-    )
-    return str(path)
 
 
 def test_cli_archive_prune(sessions, world, tmp_path: Path, database_url: str, capsys) -> None:
