@@ -166,8 +166,14 @@ def write_atomically(path: FilePath, text: str) -> None:
     fsync_dir(path.parent)
 
 
-def _put(manager: RulesManager, text: str) -> list[Problem]:
-    """Validate and activate (in a worker thread). Returns the problems, [] when active."""
+def _put(manager: RulesManager, body: bytes) -> list[Problem]:
+    """Decode, validate and activate. Returns the problems, [] when active."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return [Problem("<request>", 1, 1, f"the rules text is not UTF-8: {e.reason}")]
+    if "\x00" in text:
+        return [Problem("<request>", 1, 1, "the rules text contains a NUL character")]
     try:
         if manager.path is None:
             manager.activate_text(text, "api")
@@ -209,30 +215,23 @@ async def put_rules(request: Request, caller: Caller = Depends(require("admin"))
     body = await request.body()
     if len(body) > MAX_RULES_BYTES:
         raise HTTPException(413, "the rules text is larger than 1 MiB")
+    return await run_in_threadpool(_put_audited, request, caller, manager, body)
+
+
+def _put_audited(request: Request, caller: Caller, manager: RulesManager, body: bytes) -> RulesOut:
+    """PUT /rules past reading the body: activate, audit, answer (in one worker thread)."""
     active = manager.version
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        problems = [Problem("<request>", 1, 1, f"the rules text is not UTF-8: {e.reason}")]
-    else:
-        if "\x00" in text:
-            problems = [Problem("<request>", 1, 1, "the rules text contains a NUL character")]
-        else:
-            problems = await run_in_threadpool(_put, manager, text)
+    problems = _put(manager, body)
     if problems:
-        await run_in_threadpool(
-            audit.record, request, caller, "rules.update", resource="rules", status=400
-        )
+        audit.record(request, caller, "rules.update", resource="rules", status=400)
         detail = RulesErrorDetail(
             message=f"{len(problems)} problem(s): the active rules ({active[:12]}) stay",
             problems=_problems(problems),
             active_version=active,
         )
         raise HTTPException(400, detail.model_dump())
-    out = await run_in_threadpool(_rules_out, request, manager)
-    await run_in_threadpool(
-        audit.record, request, caller, "rules.update", resource=f"rules:{out.version}"
-    )
+    out = _rules_out(request, manager)
+    audit.record(request, caller, "rules.update", resource=f"rules:{out.version}")
     return out
 
 
