@@ -78,10 +78,6 @@ class _Due:
     sha256: str
 
 
-def cutoff_for(days: int, now: dt.datetime | None = None) -> dt.datetime:
-    return (now or utcnow()) - dt.timedelta(days=days)
-
-
 def _is_due(cutoff: dt.datetime) -> ColumnElement[bool]:
     return and_(Message.state.in_(DONE_STATES), Message.received_at < cutoff)
 
@@ -219,7 +215,7 @@ def prune(
     if days < 1:
         raise ValueError("retention needs at least one day")
     now = now or utcnow()
-    result = PruneResult(cutoff=cutoff_for(days, now))
+    result = PruneResult(cutoff=now - dt.timedelta(days=days))
     after_id = 0
     counted: set[str] = set()  # dry run: blobs already counted (they stay in the store)
     while not stop():
