@@ -78,7 +78,7 @@ def stats(
 ) -> StatsOut:
     """Counts of messages and registered documents by category, receiving unit and month, and
     the share of documents exchanged electronically (definition in the answer)."""
-    tz_name = getattr(request.app.state, "timezone", "Asia/Ho_Chi_Minh")
+    tz_name = request.app.state.timezone  # create_app sets it (the registry's)
     zone = ZoneInfo(tz_name)
     m_where = [Message.origin != "local"]
     d_where = [RegisterEntry.revision == 0]
