@@ -116,10 +116,8 @@ def stats(
         by_register[register] += 1
         by_month[_month(arrival, zone)] += 1
         by_category[category or UNCLASSIFIED] += 1
-        for u in dict.fromkeys(x.strip() for x in (unit or "").split(";") if x.strip()) or [
-            NO_UNIT
-        ]:
-            by_unit[u] += 1
+        units = dict.fromkeys(x.strip() for x in (unit or "").split(";") if x.strip())
+        by_unit.update(units.keys() or [NO_UNIT])
         if isinstance(signature, dict) and signature.get("valid") is True:
             signed += 1
     total_docs = len(docs)
