@@ -1,14 +1,16 @@
 """Durable intake: a message is accepted only once its bytes are on disk and its row committed.
 
-``Spool.accept`` writes the raw bytes to ``spool/YYYYMMDD/QUEUEID.eml`` (temp file, then rename,
-so a crash never leaves a partial file under a real name) off the event loop. Messages from
-concurrent sessions are then made durable together (group commit): one ``syncfs`` of the spool's
-filesystem flushes every file of the batch and its folder entry, then one transaction commits
-their rows, and only then does each client get its 250. One filesystem flush per batch instead
-of an fsync of every file and of its folder is what lets many clients be answered at Postfix's
-pace (bench/README.md); each 250 still means "bytes on disk and row committed". If anything
-fails, the files of the failed batch are removed and the caller answers 451: nothing is
-half-written.
+``Spool.accept`` queues the message for the committer, a loop that takes whatever messages
+concurrent sessions have queued meanwhile and makes them durable together (group commit) in one
+worker thread: it writes each to ``spool/YYYYMMDD/QUEUEID.eml`` (temp file, then rename, so a
+crash never leaves a partial file under a real name), runs one ``syncfs`` of the spool's
+filesystem that flushes every file of the batch and its folder entry, then commits their rows
+in one transaction, and only then does each client get its 250. One thread hop per batch, not
+one per message, keeps the event loop (the SMTP sessions) free; one filesystem flush per batch
+instead of an fsync of every file and of its folder is what lets many clients be answered at
+Postfix's pace (bench/README.md). Each 250 still means "bytes on disk and row committed". If
+anything fails, the files of the failed batch are removed and the caller answers 451: nothing
+is half-written.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 SPOOL_DIR = "spool"
 MAX_BATCH = 256
 SPACE_CHECK_SECONDS = 1.0  # free space is looked up at most this often
+
+
+_INSERT_MESSAGES = insert(Message.__table__)
 
 
 class SpoolError(Exception):
@@ -134,9 +139,11 @@ def write_durably(path: Path, data: bytes) -> None:
 
 @dataclass
 class _Pending:
+    raw: bytes
     row: dict
     path: Path
     future: asyncio.Future[str]
+    error: SpoolError | None = None  # set by the committer when this message's file failed
 
 
 class Spool:
@@ -151,8 +158,8 @@ class Spool:
         self.in_flight = 0
         self._free = 0
         self._space_checked_at = -SPACE_CHECK_SECONDS
-        # Spool writes get threads of their own: never queued behind pipeline work.
-        self._writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool")
+        # The committer's thread of its own: never queued behind pipeline or API work.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self.on_committed: Callable[[], None] | None = None  # wakes the pipeline
 
     def path_for(self, queue_id: str, when: dt.datetime) -> Path:
@@ -174,32 +181,31 @@ class Spool:
         if self._free < self.min_free_bytes:
             raise SpoolError(f"only {self._free // (1024 * 1024)} MiB free on the data disk")
 
-    def _write_file(self, path: Path, raw: bytes) -> str:
-        """Write one message of a batch; the batch's commit makes it durable."""
-        self._check_space()
-        self._ensure_dir(path.parent)
-        write_atomically(path, raw)
-        return hashlib.sha256(raw).hexdigest()
+    def _write_file(self, item: _Pending) -> None:
+        """Write one message of a batch (the batch's sync makes it durable), or mark it failed."""
+        try:
+            self._check_space()
+            self._ensure_dir(item.path.parent)
+            write_atomically(item.path, item.raw)
+        except SpoolError as exc:
+            item.error = exc
+        except OSError as exc:
+            item.error = SpoolError(f"cannot write the spool file: {exc.strerror or exc}")
+        else:
+            item.row["sha256"] = hashlib.sha256(item.raw).hexdigest()
 
     async def accept(self, msg: Incoming) -> str:
         """Make ``msg`` durable; return its queue id. Raises SpoolError on any failure."""
         self.in_flight += 1
         try:
-            queue_id = msg.queue_id
-            path = self.path_for(queue_id, msg.received_at)
-            try:
-                loop = asyncio.get_running_loop()
-                digest = await loop.run_in_executor(self._writers, self._write_file, path, msg.raw)
-            except SpoolError:
-                raise
-            except OSError as exc:
-                raise SpoolError(f"cannot write the spool file: {exc.strerror or exc}") from exc
-            row = self._row(msg, queue_id, path, digest)
-            future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            self._pending.append(_Pending(row, path, future))
+            path = self.path_for(msg.queue_id, msg.received_at)
+            row = self._row(msg, msg.queue_id, path, "")
+            loop = asyncio.get_running_loop()
+            item = _Pending(msg.raw, row, path, loop.create_future())
+            self._pending.append(item)
             if self._flusher is None or self._flusher.done():
-                self._flusher = asyncio.create_task(self._flush_loop())
-            return await future
+                self._flusher = loop.create_task(self._flush_loop())
+            return await item.future
         finally:
             self.in_flight -= 1
 
@@ -224,7 +230,7 @@ class Spool:
             "auth_user": msg.auth_user,
             "listener": msg.listener,
             "size": len(msg.raw),
-            "spool_path": str(path.relative_to(self.data_dir)),
+            "spool_path": f"{SPOOL_DIR}/{path.parent.name}/{path.name}",
             "sha256": digest,
             "trace_headers": msg.trace_headers,
             "added_headers": b"",
@@ -241,28 +247,40 @@ class Spool:
         return row
 
     async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
-                await asyncio.to_thread(self._commit, [p.row for p in batch])
+                await loop.run_in_executor(self._writer, self._make_durable, batch)
             except Exception as exc:
                 log.error("spool commit failed for %d message(s): %s", len(batch), exc)
-                await asyncio.to_thread(self._discard, [p.path for p in batch])
+                await loop.run_in_executor(self._writer, self._discard, [p.path for p in batch])
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(SpoolError(f"database unavailable: {exc}"))
                 continue
             for p in batch:
-                metrics.ACCEPTED.labels(p.row["origin"]).inc()
-                if not p.future.done():
+                if p.future.done():
+                    continue
+                if p.error is not None:
+                    p.future.set_exception(p.error)
+                else:
+                    metrics.ACCEPTED.labels(p.row["origin"]).inc()
                     p.future.set_result(p.row["queue_id"])
             if self.on_committed is not None:
                 self.on_committed()
 
-    def _commit(self, rows: list[dict]) -> None:
+    def _make_durable(self, batch: list[_Pending]) -> None:
+        """Write the batch's files, flush the filesystem once, commit the rows of the files
+        that were written; runs in the committer's thread."""
+        for item in batch:
+            self._write_file(item)
+        rows = [p.row for p in batch if p.error is None]
+        if not rows:
+            return
         sync_filesystem(self.root)  # every file of the batch and its folder entry: on disk
-        with self.sessions() as session, session.begin():
-            session.execute(insert(Message), rows)
+        with self.sessions.kw["bind"].begin() as connection:  # Core: no ORM unit of work
+            connection.execute(_INSERT_MESSAGES, rows)
 
     def _discard(self, paths: list[Path]) -> None:
         for path in paths:
@@ -272,7 +290,7 @@ class Spool:
                 log.warning("cannot remove uncommitted spool file %s: %s", path, exc)
 
     def close(self) -> None:
-        self._writers.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
 
     def read(self, spool_path: str) -> bytes:
         return (self.data_dir / spool_path).read_bytes()
