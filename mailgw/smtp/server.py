@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import collections
 import email.utils
 import hashlib
-import inspect
 import logging
 import re
 import ssl
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiosmtpd.smtp as aiosmtpd_smtp
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import (
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    _AuthMechAttr,
+)
 
 from mailgw import __version__
 from mailgw.smtp.policy import (
@@ -39,44 +45,72 @@ from mailgw.spool import Incoming, Spool, SpoolError, new_queue_id
 log = logging.getLogger(__name__)
 
 
-_CLASS_NAMES: dict[tuple[type, tuple[str, ...]], list[str]] = {}
+class _BoundMethods(Mapping[str, Any]):
+    """``{command: bound method}`` for one connection, bound on lookup.
+
+    aiosmtpd builds this dict of a dozen bound methods (``_smtp_methods``) for every new
+    connection, though a session looks up only the few commands it sends."""
+
+    __slots__ = ("_functions", "_obj")
+
+    def __init__(self, obj: object, functions: dict[str, Any]):
+        self._obj = obj
+        self._functions = functions
+
+    def __getitem__(self, name: str) -> Any:
+        return self._functions[name].__get__(self._obj)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._functions)
+
+    def __len__(self) -> int:
+        return len(self._functions)
 
 
-def _names_with(obj: object, prefixes: tuple[str, ...]) -> list[str]:
-    """The sorted attribute names of ``obj`` that start with one of ``prefixes``: the class's
-    from one ``dir`` per class, plus any set on the instance."""
-    key = (type(obj), prefixes)
-    names = _CLASS_NAMES.get(key)
-    if names is None:
-        names = _CLASS_NAMES[key] = [n for n in dir(type(obj)) if n.startswith(prefixes)]
-    own = [n for n in getattr(obj, "__dict__", ()) if n.startswith(prefixes)]
-    return sorted({*names, *own}) if own else names
+def _parsed_credentials(*args: Any) -> AuthResult:
+    """aiosmtpd's authenticator: passes on what it parsed; the password is checked in
+    ``GatewaySMTP.auth_PLAIN``/``auth_LOGIN``, off the event loop."""
+    return AuthResult(success=True, auth_data=args[-1])
 
 
-class _AuthMembersOnly:
-    """Stands in for the ``inspect`` module inside aiosmtpd.smtp.
-
-    aiosmtpd calls ``inspect.getmembers(obj)`` for every new connection only to find the
-    ``auth_*`` methods of the protocol and the handler; the real getmembers walks and sorts every
-    attribute (5 % of the listener's CPU under bench/smtp_throughput.sh). This returns the same
-    ``auth_*`` members from a per-class list of names; everything else is the real ``inspect``.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(inspect, name)
-
-    def getmembers(self, obj: object) -> list[tuple[str, Any]]:
-        return [(n, getattr(obj, n)) for n in _names_with(obj, ("auth_",))]
+def _default_command_size() -> int:
+    return SMTP.command_size_limit
 
 
-def _hook_names(obj: object) -> list[str]:
-    """Stands in for ``dir`` inside aiosmtpd.smtp, which calls it for every new connection only
-    to collect the ``smtp_*`` and ``handle_*`` methods of the protocol and the handler."""
-    return _names_with(obj, ("smtp_", "handle_"))
+@dataclass
+class _ConnectionTemplate:
+    """What aiosmtpd's ``SMTP.__init__`` computes for a connection that is the same for every
+    connection of a listener: taken once from a protocol built the stock way."""
+
+    attributes: dict[str, Any]  # set as they are on every new connection
+    smtp_functions: dict[str, Any]  # command -> function, bound per connection
+    auth_mechanisms: dict[str, tuple[Any, bool]]  # name -> (function or bound method, builtin)
 
 
-aiosmtpd_smtp.inspect = _AuthMembersOnly()  # type: ignore[assignment]
-aiosmtpd_smtp.dir = _hook_names  # type: ignore[attr-defined]
+def _template_of(stock: SMTP) -> _ConnectionTemplate:
+    # asyncio.StreamReaderProtocol's own attributes are made anew for every connection.
+    stream_protocol = asyncio.StreamReaderProtocol(
+        asyncio.StreamReader(), client_connected_cb=stock._cb_client_connected, loop=stock.loop
+    )
+    attributes = {
+        name: value
+        for name, value in vars(stock).items()
+        if name not in vars(stream_protocol)
+        and name not in ("_smtp_methods", "_auth_methods", "_reader", "_writer")
+    }
+    smtp_functions = {
+        command: getattr(type(stock), method.__name__)
+        for command, method in stock._smtp_methods.items()
+    }
+    auth_mechanisms = {
+        name: (
+            getattr(type(stock), impl.method.__name__) if impl.is_builtin else impl.method,
+            impl.is_builtin,
+        )
+        for name, impl in stock._auth_methods.items()
+    }
+    return _ConnectionTemplate(attributes, smtp_functions, auth_mechanisms)
+
 
 # While reading DATA the stream may buffer this much before we take what it has.
 DATA_READ_LIMIT = 1 << 20
@@ -232,8 +266,16 @@ class GatewaySMTP(SMTP):
         handler: GatewayHandler,
         kind: ListenerKind,
         credentials: CredentialCache | None,
-        **kwargs,
+        *,
+        timeout: float,
+        loop: asyncio.AbstractEventLoop,
+        template: _ConnectionTemplate | None = None,
     ):
+        """A protocol for one connection. With ``template`` (see ``_template_of``), the part
+        of aiosmtpd's constructor that is the same for every connection is copied from it
+        instead of being worked out again: that work (introspecting the handler and the
+        protocol, building a dict of bound methods, logging the AUTH mechanisms) was 15 % of
+        the listener's CPU under bench/smtp_throughput.sh."""
         self.kind = kind
         self.credentials = credentials
         self.client_ip = ""
@@ -242,7 +284,31 @@ class GatewaySMTP(SMTP):
         self._auth_failures = 0
         self._counted = False
         self.busy = False  # inside DATA: let it finish on shutdown
+        self.handler_obj = handler
+        if template is None:
+            self._stock_init(handler, timeout=timeout, loop=loop)
+            return
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            asyncio.StreamReader(loop=loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected,
+            loop=loop,
+        )
+        self.__dict__.update(template.attributes)
+        # aiosmtpd keeps these in a dict shared by all connections and clears it in every
+        # constructor; each connection gets its own here, so EHLO's additions do not pile up.
+        self.command_size_limits = collections.defaultdict(_default_command_size)
+        self._smtp_methods = _BoundMethods(self, template.smtp_functions)
+        self._auth_methods = {
+            name: _AuthMechAttr(method.__get__(self) if builtin else method, builtin)
+            for name, (method, builtin) in template.auth_mechanisms.items()
+        }
+
+    def _stock_init(
+        self, handler: GatewayHandler, *, timeout: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
         policy = handler.policy
+        kind = self.kind
         with warnings.catch_warnings():
             # Implicit TLS: the whole session is encrypted, so AUTH need not wait for STARTTLS.
             warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
@@ -258,11 +324,10 @@ class GatewaySMTP(SMTP):
                 auth_required=kind.auth,
                 auth_require_tls=not kind.implicit_tls,
                 auth_exclude_mechanism=None if kind.auth else ["PLAIN", "LOGIN"],
-                # Credentials are checked in auth_PLAIN/auth_LOGIN below, off the event loop.
-                authenticator=lambda *args: AuthResult(success=True, auth_data=args[-1]),
-                **kwargs,
+                authenticator=_parsed_credentials,
+                timeout=timeout,
+                loop=loop,
             )
-        self.handler_obj = handler
 
     # --- connection limits and shutdown
 
@@ -451,9 +516,13 @@ async def start_listener(
 ) -> asyncio.Server:
     """Listen on host:port with a fresh GatewaySMTP protocol per connection."""
     loop = asyncio.get_running_loop()
+    stock = GatewaySMTP(handler, kind, credentials, timeout=timeout, loop=loop)
+    template = _template_of(stock)
 
     def factory() -> GatewaySMTP:
-        return GatewaySMTP(handler, kind, credentials, timeout=timeout, loop=loop)
+        return GatewaySMTP(
+            handler, kind, credentials, timeout=timeout, loop=loop, template=template
+        )
 
     ssl_context = kind.tls_context if kind.implicit_tls else None
     return await loop.create_server(
