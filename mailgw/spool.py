@@ -150,6 +150,7 @@ class Spool:
     def __init__(self, data_dir: Path, sessions: sessionmaker[Session], min_free_mb: int = 0):
         self.data_dir = data_dir
         self.root = data_dir / SPOOL_DIR
+        self._root_text = str(self.root)
         self.sessions = sessions
         self.min_free_bytes = min_free_mb * 1024 * 1024
         self._pending: list[_Pending] = []
@@ -163,7 +164,7 @@ class Spool:
         self.on_committed: Callable[[], None] | None = None  # wakes the pipeline
 
     def path_for(self, queue_id: str, when: dt.datetime) -> Path:
-        return self.root / when.strftime("%Y%m%d") / f"{queue_id}.eml"
+        return Path(f"{self._root_text}/{when:%Y%m%d}/{queue_id}.eml")
 
     def _ensure_dir(self, folder: Path) -> None:
         if folder not in self._known_dirs:

@@ -340,3 +340,21 @@ async def test_data_ends_at_the_first_crlf_dot_crlf(
         client.close()
     [row] = rows(gw)
     assert (config.storage.data_dir / row.spool_path).read_bytes() == stored
+
+
+async def test_idle_timeout_counts_from_the_last_command(config: Config, make_gateway) -> None:
+    config.smtp.timeout = 1  # seconds (the config file's minimum is 5; tests go lower)
+    gw = await make_gateway(config)
+    client = await run(RawSMTP, *gw.listening["relay"])
+    try:
+        loop = asyncio.get_running_loop()
+        for _ in range(3):  # commands 0.6 s apart keep a 1 s idle timeout from firing
+            await asyncio.sleep(0.6)
+            assert (await run(client.cmd, "NOOP"))[0] == 250
+        last = loop.time()
+        with pytest.raises(ConnectionError):
+            await run(client.reply)  # nothing more is sent: the gateway hangs up
+        idle = loop.time() - last
+        assert 0.9 <= idle < 5
+    finally:
+        client.close()

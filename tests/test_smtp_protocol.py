@@ -23,6 +23,11 @@ KINDS = [
 ]
 
 
+class HandlerWithOAuth(GatewayHandler):
+    async def auth_XOAUTH2(self, server, args):  # a mechanism the handler brings
+        return None
+
+
 def handler() -> GatewayHandler:
     policy = IngressPolicy(
         hostname="mailgw.test",
@@ -33,7 +38,7 @@ def handler() -> GatewayHandler:
         connections=ConnectionCounter(10, 5),
         rate=RateLimiter(0),
     )
-    return GatewayHandler(spool=None, policy=policy)  # type: ignore[arg-type]
+    return HandlerWithOAuth(spool=None, policy=policy)  # type: ignore[arg-type]
 
 
 def protocols(kind: ListenerKind) -> tuple[GatewaySMTP, GatewaySMTP]:
@@ -68,10 +73,13 @@ async def test_templated_protocol_binds_commands_and_auth_to_itself(kind: Listen
         assert method.__func__ is stock._smtp_methods[command].__func__
     assert fast._smtp_methods.get("NOSUCH") is None
     assert fast._auth_methods.keys() == stock._auth_methods.keys()
-    assert sorted(fast._auth_methods) == (["LOGIN", "PLAIN"] if kind.auth else [])
-    for impl in fast._auth_methods.values():
-        assert impl.is_builtin
-        assert impl.method.__self__ is fast
+    builtin = ["LOGIN", "PLAIN"] if kind.auth else []
+    assert sorted(fast._auth_methods) == [*builtin, "XOAUTH2"]
+    for name in builtin:
+        assert fast._auth_methods[name].is_builtin
+        assert fast._auth_methods[name].method.__self__ is fast
+    oauth = fast._auth_methods["XOAUTH2"]
+    assert not oauth.is_builtin and oauth.method == stock._auth_methods["XOAUTH2"].method
 
 
 async def test_ehlo_size_allowance_is_per_connection(tmp_path: Path) -> None:

@@ -11,12 +11,23 @@ from dataclasses import dataclass
 class Networks:
     """A set of networks in CIDR form; ``contains`` answers for an address string."""
 
+    MEMORY = 4096  # answers kept per address; a connection per message asks for each
+
     def __init__(self, cidrs: list[str]):
         self._nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+        self._answers: dict[str, bool] = {}
 
     def contains(self, addr: str | None) -> bool:
         if not addr:
             return False
+        answer = self._answers.get(addr)
+        if answer is None:
+            if len(self._answers) >= self.MEMORY:
+                self._answers.clear()
+            answer = self._answers[addr] = self._look_up(addr)
+        return answer
+
+    def _look_up(self, addr: str) -> bool:
         try:
             ip = ipaddress.ip_address(addr.split("%", 1)[0])
         except ValueError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import collections
+import datetime as dt
 import email.utils
 import hashlib
 import logging
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiosmtpd.smtp as aiosmtpd_smtp
 from aiosmtpd.smtp import (
     SMTP,
     AuthResult,
@@ -111,6 +113,24 @@ def _template_of(stock: SMTP) -> _ConnectionTemplate:
     }
     return _ConnectionTemplate(attributes, smtp_functions, auth_mechanisms)
 
+
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
+_stock_sanitized_log = aiosmtpd_smtp.sanitized_log
+
+
+def _sanitized_log_when_enabled(func: Callable[..., None], msg: Any, *args, **kwargs) -> None:
+    """aiosmtpd.smtp.sanitized_log, which masks AUTH arguments in every command line it logs
+    (twice per command, at DEBUG and INFO) before the logger decides to drop the record: here
+    the masking is done only for records that will be written."""
+    level = _LOG_LEVELS.get(getattr(func, "__name__", ""))
+    logger = getattr(func, "__self__", None)
+    if level is None or not isinstance(logger, logging.Logger) or logger.isEnabledFor(level):
+        _stock_sanitized_log(func, msg, *args, **kwargs)
+
+
+aiosmtpd_smtp.sanitized_log = _sanitized_log_when_enabled
+
+_SMTP_LOG = logging.getLogger("mail.log")  # aiosmtpd's logger: the SMTP transcript
 
 # While reading DATA the stream may buffer this much before we take what it has.
 DATA_READ_LIMIT = 1 << 20
@@ -244,11 +264,23 @@ def check_and_unstuff(data: bytes) -> tuple[str | None, bytes]:
     return problem, b"" if problem else dot_unstuff(data)
 
 
+_last_date: tuple[int, str] = (-1, "")
+
+
+def _header_date(when: dt.datetime) -> str:
+    """RFC 5322 date of ``when`` in local time; formatted once per second."""
+    global _last_date
+    second = int(when.timestamp())
+    if _last_date[0] != second:
+        _last_date = (second, email.utils.format_datetime(when.astimezone()))
+    return _last_date[1]
+
+
 def received_header(msg: Incoming, hostname: str, *, tls: bool) -> bytes:
     """The Received trace header (RFC 5321 4.4) prepended when relaying."""
     proto = "ESMTP" + ("S" if tls else "") + ("A" if msg.auth_user else "")
     helo = (msg.client_helo or "unknown").replace("\r", "").replace("\n", "")[:200]
-    when = email.utils.format_datetime(msg.received_at.astimezone())
+    when = _header_date(msg.received_at)
     recipient = f"\r\n\tfor <{msg.rcpt_to[0]}>" if len(msg.rcpt_to) == 1 else ""
     line = (
         f"Received: from {helo} ([{msg.client_addr or 'unknown'}])\r\n"
@@ -284,6 +316,7 @@ class GatewaySMTP(SMTP):
         self._auth_failures = 0
         self._counted = False
         self.busy = False  # inside DATA: let it finish on shutdown
+        self._deadline = 0.0  # idle timeout, see _reset_timeout
         self.handler_obj = handler
         if template is None:
             self._stock_init(handler, timeout=timeout, loop=loop)
@@ -353,6 +386,36 @@ class GatewaySMTP(SMTP):
             if self._counted:
                 self.handler_obj.policy.connections.close(self.client_ip)
                 self._counted = False
+
+    # --- idle timeout and replies: aiosmtpd's, with less work per command
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Move the idle deadline. aiosmtpd cancels and schedules a new timer for every
+        command; one timer per connection suffices, re-armed when it fires before the
+        deadline (or moved when a shorter deadline is asked for)."""
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(deadline, self._timeout_cb)
+
+    def _timeout_cb(self) -> None:
+        if self.loop.time() < self._deadline:
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_cb)
+            return
+        super()._timeout_cb()
+
+    async def push(self, status: str | bytes) -> None:
+        """Send one reply line. Waits for the transport only when it has asked us to pause
+        (or the connection is gone, which raises); aiosmtpd awaits drain after every line."""
+        response = status.encode("utf-8") if isinstance(status, str) else status
+        self._writer.write(response + b"\r\n")
+        if _SMTP_LOG.isEnabledFor(logging.DEBUG):
+            _SMTP_LOG.debug("%r << %r", self.session.peer if self.session else None, response)
+        if self._paused or self._connection_lost:  # type: ignore[attr-defined]
+            await self._writer.drain()
 
     def close_with(self, reply: str) -> str:
         """Return ``reply`` to send, and close the connection right after it is sent."""
