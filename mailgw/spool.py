@@ -16,6 +16,7 @@ is half-written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import datetime as dt
 import hashlib
@@ -83,7 +84,7 @@ def new_queue_id() -> str:
     return f"{int(time.time() * 1000):011X}{_queue_id_random.getrandbits(24):06X}"
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -91,10 +92,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes, *, fsync: bool = False) -> None:
+def write_atomically(path: Path | str, data: bytes, *, fsync: bool = False) -> None:
     """Write ``data`` to a temporary file and rename it to ``path``; durable only with
     ``fsync`` (of the file; the folder entry needs its own fsync or a filesystem sync)."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
         view = memoryview(data)
@@ -105,7 +106,8 @@ def write_atomically(path: Path, data: bytes, *, fsync: bool = False) -> None:
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
     os.close(fd)
     os.rename(tmp, path)
@@ -131,17 +133,17 @@ def sync_filesystem(path: Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: Path, data: bytes) -> None:
+def write_durably(path: Path | str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically and durably (temp, fsync, rename, fsync folder)."""
     write_atomically(path, data, fsync=True)
-    fsync_dir(path.parent)
+    fsync_dir(os.path.dirname(path))
 
 
 @dataclass
 class _Pending:
     raw: bytes
     row: dict
-    path: Path
+    path: str
     future: asyncio.Future[str]
     error: SpoolError | None = None  # set by the committer when this message's file failed
 
@@ -150,12 +152,12 @@ class Spool:
     def __init__(self, data_dir: Path, sessions: sessionmaker[Session], min_free_mb: int = 0):
         self.data_dir = data_dir
         self.root = data_dir / SPOOL_DIR
-        self._root_text = str(self.root)
+        self._data_dir_text = str(data_dir)
         self.sessions = sessions
         self.min_free_bytes = min_free_mb * 1024 * 1024
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._known_dirs: set[Path] = set()
+        self._known_dirs: set[str] = set()
         self.in_flight = 0
         self._free = 0
         self._space_checked_at = -SPACE_CHECK_SECONDS
@@ -163,13 +165,15 @@ class Spool:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self.on_committed: Callable[[], None] | None = None  # wakes the pipeline
 
-    def path_for(self, queue_id: str, when: dt.datetime) -> Path:
-        return Path(f"{self._root_text}/{when:%Y%m%d}/{queue_id}.eml")
+    @staticmethod
+    def relative_path(queue_id: str, when: dt.datetime) -> str:
+        """Where a message's file lives, relative to the data folder (its ``spool_path``)."""
+        return f"{SPOOL_DIR}/{when:%Y%m%d}/{queue_id}.eml"
 
-    def _ensure_dir(self, folder: Path) -> None:
+    def _ensure_dir(self, folder: str) -> None:
         if folder not in self._known_dirs:
-            folder.mkdir(parents=True, exist_ok=True)
-            fsync_dir(folder.parent)
+            os.makedirs(folder, exist_ok=True)
+            fsync_dir(os.path.dirname(folder))
             self._known_dirs.add(folder)
 
     def _check_space(self) -> None:
@@ -186,7 +190,7 @@ class Spool:
         """Write one message of a batch (the batch's sync makes it durable), or mark it failed."""
         try:
             self._check_space()
-            self._ensure_dir(item.path.parent)
+            self._ensure_dir(os.path.dirname(item.path))
             write_atomically(item.path, item.raw)
         except SpoolError as exc:
             item.error = exc
@@ -199,10 +203,10 @@ class Spool:
         """Make ``msg`` durable; return its queue id. Raises SpoolError on any failure."""
         self.in_flight += 1
         try:
-            path = self.path_for(msg.queue_id, msg.received_at)
-            row = self._row(msg, msg.queue_id, path, "")
+            relative = self.relative_path(msg.queue_id, msg.received_at)
+            row = self._row(msg, relative, "")
             loop = asyncio.get_running_loop()
-            item = _Pending(msg.raw, row, path, loop.create_future())
+            item = _Pending(msg.raw, row, f"{self._data_dir_text}/{relative}", loop.create_future())
             self._pending.append(item)
             if self._flusher is None or self._flusher.done():
                 self._flusher = loop.create_task(self._flush_loop())
@@ -213,15 +217,16 @@ class Spool:
     def prepare(self, msg: Incoming) -> dict:
         """Write ``msg`` durably now (in the calling thread) and return its row, for a caller
         that inserts it in a transaction of its own (the pipeline, with its notifications)."""
-        path = self.path_for(msg.queue_id, msg.received_at)
-        self._ensure_dir(path.parent)
+        relative = self.relative_path(msg.queue_id, msg.received_at)
+        path = f"{self._data_dir_text}/{relative}"
+        self._ensure_dir(os.path.dirname(path))
         write_durably(path, msg.raw)
-        return self._row(msg, msg.queue_id, path, hashlib.sha256(msg.raw).hexdigest())
+        return self._row(msg, relative, hashlib.sha256(msg.raw).hexdigest())
 
-    def _row(self, msg: Incoming, queue_id: str, path: Path, digest: str) -> dict:
+    def _row(self, msg: Incoming, spool_path: str, digest: str) -> dict:
         now = msg.received_at
         row = {
-            "queue_id": queue_id,
+            "queue_id": msg.queue_id,
             "origin": msg.origin,
             "received_at": now,
             "mail_from": msg.mail_from,
@@ -231,7 +236,7 @@ class Spool:
             "auth_user": msg.auth_user,
             "listener": msg.listener,
             "size": len(msg.raw),
-            "spool_path": f"{SPOOL_DIR}/{path.parent.name}/{path.name}",
+            "spool_path": spool_path,
             "sha256": digest,
             "trace_headers": msg.trace_headers,
             "added_headers": b"",
@@ -283,10 +288,11 @@ class Spool:
         with self.sessions.kw["bind"].begin() as connection:  # Core: no ORM unit of work
             connection.execute(_INSERT_MESSAGES, rows)
 
-    def _discard(self, paths: list[Path]) -> None:
+    def _discard(self, paths: list[str]) -> None:
         for path in paths:
             try:
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             except OSError as exc:  # the row was not committed: the file is only garbage
                 log.warning("cannot remove uncommitted spool file %s: %s", path, exc)
 

@@ -114,6 +114,7 @@ def _template_of(stock: SMTP) -> _ConnectionTemplate:
     return _ConnectionTemplate(attributes, smtp_functions, auth_mechanisms)
 
 
+_SMTP_LOG = logging.getLogger("mail.log")  # aiosmtpd's logger: the SMTP transcript
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
 _stock_sanitized_log = aiosmtpd_smtp.sanitized_log
 
@@ -123,14 +124,16 @@ def _sanitized_log_when_enabled(func: Callable[..., None], msg: Any, *args, **kw
     (twice per command, at DEBUG and INFO) before the logger decides to drop the record: here
     the masking is done only for records that will be written."""
     level = _LOG_LEVELS.get(getattr(func, "__name__", ""))
-    logger = getattr(func, "__self__", None)
-    if level is None or not isinstance(logger, logging.Logger) or logger.isEnabledFor(level):
+    if (
+        level is None
+        or _SMTP_LOG.isEnabledFor(level)
+        or getattr(func, "__self__", None) is not _SMTP_LOG
+    ):
         _stock_sanitized_log(func, msg, *args, **kwargs)
 
 
 aiosmtpd_smtp.sanitized_log = _sanitized_log_when_enabled
 
-_SMTP_LOG = logging.getLogger("mail.log")  # aiosmtpd's logger: the SMTP transcript
 
 # While reading DATA the stream may buffer this much before we take what it has.
 DATA_READ_LIMIT = 1 << 20
