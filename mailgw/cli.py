@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mailgw import __version__, accounts
+from mailgw import __version__, accounts, aio
 from mailgw.app import Gateway, RulesFileError, SchemaOutOfDate, open_database
 from mailgw.config import Config, ConfigError, load_config
 from mailgw.db.engine import make_engine, make_sessionmaker
@@ -63,12 +63,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gateway = Gateway(config)
         await gateway.start()
         where = ", ".join(f"{k} {h}:{p}" for k, (h, p) in gateway.listening.items())
+        loop = aio.loop_name(asyncio.get_running_loop())
         print(
-            f"mailgw {__version__} running: {where}; data in {config.storage.data_dir}", flush=True
+            f"mailgw {__version__} running: {where}; data in {config.storage.data_dir};"
+            f" event loop {loop}",
+            flush=True,
         )
         await gateway.serve_forever()
 
-    asyncio.run(run())
+    aio.run(run(), config.runtime.event_loop)
     return 0
 
 

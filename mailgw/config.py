@@ -135,6 +135,11 @@ class RegistryConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    event_loop: str = "auto"  # auto (uvloop when installed) | uvloop | asyncio
+
+
+@dataclass
 class LogConfig:
     level: str = "INFO"
 
@@ -150,6 +155,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     source: str = "<embedded defaults>"
 
     @property
@@ -339,6 +345,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     "registry": {"timezone": _timezone, "register": _registers, "units": _units},
     "notify": {"from_address": _str, "agency": _str, "templates_dir": _path},
     "log": {"level": _level},
+    "runtime": {"event_loop": _choice("auto", "uvloop", "asyncio")},
 }
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailgw import metrics
+from mailgw import aio, metrics
 from mailgw.config import Config
 from mailgw.db.engine import make_engine, make_sessionmaker
 from mailgw.db.models import RuleVersion
@@ -124,12 +124,12 @@ def pipeline_process_main(
         level=config.log.level,
         format="%(asctime)s %(levelname)s pipeline[%(process)d] %(name)s: %(message)s",
     )
-    asyncio.run(_run(config, parent, intake))
+    aio.run(_run(config, parent, intake), config.runtime.event_loop)
 
 
 class ChildProcesses:
     """Starts ``count`` processes running ``target(config, parent_pid)``, restarts one that dies,
-    stops them on shutdown (pipeline processes, acceptor processes)."""
+    stops them on shutdown (the pipeline processes)."""
 
     def __init__(
         self,

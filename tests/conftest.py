@@ -14,15 +14,23 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from mailgw.aio import loop_factory
 from mailgw.app import Gateway
 from mailgw.config import Config, Listen
 from mailgw.db.engine import make_engine
 from mailgw.db.migrate import upgrade
 
 REQUIRE_SERVICES = os.environ.get("MAILGW_REQUIRE_SERVICES") == "1"
+# The event loop of in-process tests, as [runtime] event_loop: "auto" (the gateway's default:
+# uvloop when installed), "uvloop" or "asyncio". CI runs one pass on each.
+TEST_EVENT_LOOP = os.environ.get("MAILGW_TEST_EVENT_LOOP", "auto")
 PG_URL = os.environ.get("MAILGW_TEST_DATABASE_URL", "")
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus" / "dev"
+
+
+def pytest_asyncio_loop_factories(config, item) -> dict:
+    return {TEST_EVENT_LOOP: loop_factory(TEST_EVENT_LOOP)}
 
 
 def need(available: bool, what: str) -> None:

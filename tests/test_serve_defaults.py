@@ -56,4 +56,5 @@ def test_serve_runs_on_embedded_defaults(tmp_path: Path) -> None:
         assert proc.wait(30) == 0
     log = proc.stdout.read().decode() if proc.stdout else ""
     assert "INFO mailgw.app: shutting down" in log  # the gateway's own INFO lines are kept
+    assert "event loop uvloop" in log  # [runtime] event_loop = "auto" with uvloop installed
     assert ">> b'" not in log and "mail.log" not in log  # not the SMTP transcript
