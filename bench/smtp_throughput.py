@@ -17,6 +17,10 @@ seconds, and a correctness check (rows in ``messages`` == messages sent, spool f
 
 Env (all optional):
   MSGS=5000 RUNS=3 SESSIONS=20 SIZES="10240 102400" WARMUP=200
+  ROUNDS=1                        repeat the whole sequence (every server, RUNS runs each) this
+                                  many times; with ROUNDS>1 the report adds mailgw/postfix per
+                                  round and their median: servers measured minutes apart on a
+                                  shared machine drift, a round keeps each ratio's two sides close
   SERVERS="mailgw postfix bare"   which servers to measure, in this order
   DB=sqlite|postgres              mailgw's database (postgres: 127.0.0.1:5432, user postgres)
   PG_URL=postgresql://postgres@127.0.0.1:5432   server for DB=postgres (a database
@@ -65,6 +69,7 @@ BARE_PORT = 2529
 
 MSGS = int(os.environ.get("MSGS", "5000"))
 RUNS = int(os.environ.get("RUNS", "3"))
+ROUNDS = int(os.environ.get("ROUNDS", "1"))
 SESSIONS = int(os.environ.get("SESSIONS", "20"))
 SIZES = [int(s) for s in os.environ.get("SIZES", "10240 102400").split()]
 WARMUP = int(os.environ.get("WARMUP", "200"))
@@ -216,6 +221,7 @@ class Load:
     load1_before: str
     errors: str = ""
     extra: dict = field(default_factory=dict)
+    round: int = 1
 
 
 def smtp_source(port: int, size: int, msgs: int, out: Path) -> tuple[int, float, str]:
@@ -593,7 +599,7 @@ def report(loads: list[Load]) -> str:
 
     mg_name = f"mailgw/{DB}" + (f"[{VARIANT}]" if VARIANT else "")
     lines = [
-        f"smtp-source -s {SESSIONS} -m {MSGS} -l SIZE, median msg/s over {RUNS} run(s);"
+        f"smtp-source -s {SESSIONS} -m {MSGS} -l SIZE, median msg/s over {RUNS * ROUNDS} run(s);"
         f" host {os.uname().release}, {os.cpu_count()} CPUs",
         "",
         f"{'size':>8}  {mg_name:>15}  {'postfix':>8}  {'bare':>8}"
@@ -616,6 +622,21 @@ def report(loads: list[Load]) -> str:
             f"  {fmt(rp, '13.2f')}{'x' if rp else ' '}  {(f'>={target}x' if target else ''):>6}"
             f" {verdict:6s} {fmt(rb, '10.2f')}{'x' if rb else ''}"
         )
+    if ROUNDS > 1:
+        lines.append("")
+        lines.append("mailgw/postfix per round (medians within the round), then their median:")
+        for size in SIZES:
+            ratios = []
+            for number in range(1, ROUNDS + 1):
+                in_round = [x for x in loads if x.round == number]
+                m, p = median(in_round, "mailgw", size), median(in_round, "postfix", size)
+                if m and p:
+                    ratios.append(m / p)
+            if ratios:
+                each = " ".join(f"{r:.2f}x" for r in ratios)
+                lines.append(
+                    f"{size // 1024:>5} KB  {each}  -> median {statistics.median(ratios):.2f}x"
+                )
     mg = [x for x in loads if x.server == "mailgw"]
     if mg:
         lines.append("")
@@ -647,6 +668,37 @@ def report(loads: list[Load]) -> str:
     return "\n".join(lines)
 
 
+def one_round(round_number: int) -> list[Load]:
+    """Every server in SERVERS, RUNS timed loads per size each."""
+    loads: list[Load] = []
+    first_run = (round_number - 1) * RUNS + 1
+    for server in SERVERS:
+        if server == "mailgw":
+            for size in SIZES:
+                for run in range(first_run, first_run + RUNS):
+                    log(f"mailgw/{DB}: size={size} run={run}")
+                    load = mailgw_run(size, run)
+                    if load:
+                        record(load)
+                        loads.append(load)
+        elif server == "postfix":
+            loads += renumbered(postfix_loads(), first_run)
+        elif server == "bare":
+            log("bare aiosmtpd")
+            loads += renumbered(bare_loads(), first_run)
+        else:
+            log(f"unknown server {server!r} in SERVERS, skipped")
+    for load in loads:
+        load.round = round_number
+    return loads
+
+
+def renumbered(loads: list[Load], first_run: int) -> list[Load]:
+    for load in loads:
+        load.run += first_run - 1
+    return loads
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
@@ -659,6 +711,7 @@ def main() -> int:
             return 1
     log(
         f"results in {OUT}; servers {SERVERS}; sizes {SIZES}; msgs {MSGS}; runs {RUNS};"
+        f" rounds {ROUNDS};"
         f" sessions {SESSIONS}; warm-up {WARMUP}; db {DB}; profile {PROFILE}"
         f"{'; VARIANT ' + VARIANT if VARIANT else ''}"
     )
@@ -668,22 +721,10 @@ def main() -> int:
     )
     log(f"mailgw at {mailgw_rev()} (recorded again for every mailgw run)")
     loads: list[Load] = []
-    for server in SERVERS:
-        if server == "mailgw":
-            for size in SIZES:
-                for run in range(1, RUNS + 1):
-                    log(f"mailgw/{DB}: size={size} run={run}")
-                    load = mailgw_run(size, run)
-                    if load:
-                        record(load)
-                        loads.append(load)
-        elif server == "postfix":
-            loads += postfix_loads()
-        elif server == "bare":
-            log("bare aiosmtpd")
-            loads += bare_loads()
-        else:
-            log(f"unknown server {server!r} in SERVERS, skipped")
+    for round_number in range(1, ROUNDS + 1):
+        if ROUNDS > 1:
+            log(f"round {round_number} of {ROUNDS}")
+        loads += one_round(round_number)
     if PROFILE and "mailgw" in SERVERS:
         for size in SIZES:
             log(f"mailgw/{DB}: profiled run, size={size} (not counted)")
