@@ -170,7 +170,7 @@ class Spool:
     @staticmethod
     def relative_path(queue_id: str, when: dt.datetime) -> str:
         """Where a message's file lives, relative to the data folder (its ``spool_path``)."""
-        return f"{SPOOL_DIR}/{when:%Y%m%d}/{queue_id}.eml"
+        return f"{SPOOL_DIR}/{when.year:04d}{when.month:02d}{when.day:02d}/{queue_id}.eml"
 
     def _ensure_dir(self, folder: str) -> None:
         if folder not in self._known_dirs:
