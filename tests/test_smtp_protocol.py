@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -82,7 +81,7 @@ async def test_templated_protocol_binds_commands_and_auth_to_itself(kind: Listen
     assert not oauth.is_builtin and oauth.method == stock._auth_methods["XOAUTH2"].method
 
 
-async def test_ehlo_size_allowance_is_per_connection(tmp_path: Path) -> None:
+async def test_ehlo_size_allowance_is_per_connection() -> None:
     """aiosmtpd raises MAIL's line limit on every EHLO in a dict shared by all connections;
     a templated connection keeps its own."""
     _, first = protocols(KINDS[0])
