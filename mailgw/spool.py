@@ -295,8 +295,10 @@ class Spool:
         committer's time, and the committer holds the interpreter lock the SMTP sessions
         need. A connection the server dropped is replaced once before giving up."""
         for attempt in (1, 2):
+            if self._connection is not None and self._connection.invalidated:
+                self._close_connection()  # hands the dead one back to the pool
             connection = self._connection
-            if connection is None or connection.invalidated:
+            if connection is None:
                 connection = self._connection = self.sessions.kw["bind"].connect()
             try:
                 with connection.begin():  # Core insert: no ORM unit of work
