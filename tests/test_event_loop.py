@@ -35,4 +35,3 @@ def test_config_key_is_checked() -> None:
     assert parse_config("").runtime.event_loop == "auto"
     with pytest.raises(ConfigError, match=r"runtime\.event_loop"):
         parse_config('[runtime]\nevent_loop = "trio"\n')
-
