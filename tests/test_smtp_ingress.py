@@ -358,3 +358,30 @@ async def test_idle_timeout_counts_from_the_last_command(config: Config, make_ga
         assert 0.9 <= idle < 5
     finally:
         client.close()
+
+
+async def test_pipelined_commands_are_answered_in_order(config: Config, make_gateway) -> None:
+    gw = await make_gateway(config)
+    client = await run(RawSMTP, *gw.listening["relay"])
+    try:
+        code, ehlo = await run(client.cmd, "EHLO client.test")
+        assert code == 250 and "250-PIPELINING" in ehlo.splitlines()
+        # RFC 2920: MAIL, RCPT, RCPT and DATA in one write; the replies come back in order.
+        await run(
+            client.send,
+            b"MAIL FROM:<a@example.gov.vn>\r\nRCPT TO:<b@example.gov.vn>\r\n"
+            b"RCPT TO:<c@elsewhere.example>\r\nDATA\r\n",
+        )
+        replies = [await run(client.reply) for _ in range(4)]
+        assert [code for code, _ in replies] == [250, 250, 250, 354]
+        # The message, its end and the next commands in one write as well.
+        await run(client.send, MSG.replace(b"\r\n.", b"\r\n..") + b".\r\nRSET\r\nQUIT\r\n")
+        code, text = await run(client.reply)
+        assert code == 250 and "queued as" in text
+        assert [(await run(client.reply))[0] for _ in range(2)] == [250, 221]
+    finally:
+        client.close()
+    [row] = rows(gw)
+    assert row.rcpt_to == ["b@example.gov.vn", "c@elsewhere.example"]
+    assert row.client_helo == "client.test"
+    assert (config.storage.data_dir / row.spool_path).read_bytes() == MSG

@@ -202,6 +202,21 @@ class GatewayHandler:
         self.shutting_down = False
         self.sessions: set[GatewaySMTP] = set()
 
+    async def handle_EHLO(
+        self,
+        server: GatewaySMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """aiosmtpd's EHLO reply plus PIPELINING (RFC 2920). aiosmtpd already answers
+        commands one by one, in order, from whatever the client has sent, which is all a
+        pipelining server must do; clients that pipeline (Postfix feeding its content filter,
+        mail clients) then send MAIL, RCPT and DATA without waiting for each reply."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_MAIL(
         self, server: GatewaySMTP, session: Session, envelope: Envelope, address: str, options: list
     ) -> str:
