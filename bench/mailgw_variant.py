@@ -5,7 +5,6 @@ VARIANT (env), comma-separated:
   no-parse      the pipeline runs (claim, load, mark held) but without the MIME parse stage
   switch=SEC    sys.setswitchinterval(SEC) (default 0.005): how long a thread that released
                 the GIL for a syscall may wait to get it back from a CPU-bound thread
-  uvloop        run on uvloop's event loop instead of asyncio's
 
 Usage: VARIANT=no-pipeline .venv/bin/python bench/mailgw_variant.py serve -c FILE
 Used by smtp_throughput.py when MAILGW_VARIANT is set; never for the reference numbers.
@@ -39,11 +38,6 @@ if "no-parse" in variant:
         _init(self, config, stages=[pipeline.trace_stage])
 
     app.Gateway.__init__ = _init_no_parse  # type: ignore[method-assign]
-
-if "uvloop" in variant:
-    import uvloop
-
-    uvloop.install()
 
 if __name__ == "__main__":
     sys.exit(cli.main(sys.argv[1:]))
