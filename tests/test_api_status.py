@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
 
 import httpx
+import pytest
 from sqlalchemy import update
 
 from mailgw import accounts, stats
@@ -148,3 +150,26 @@ async def test_a_message_in_a_delivery_attempt_counts_as_queued(config: Config, 
     with gw.sessions() as session:
         age = stats.oldest_queued_age(session, utcnow())
     assert age is not None and 170 < age < 300
+
+
+async def test_reads_answer_while_a_writer_holds_the_sqlite_lock(
+    config: Config, make_gateway
+) -> None:
+    """/health and /status only read: they must not queue behind the gateway's writers (on
+    SQLite a reader that asked for the write lock would wait up to 30 s, then fail)."""
+    url = config.storage.database_url
+    if not url.startswith("sqlite"):
+        pytest.skip("SQLite's database-wide write lock")
+    gw = await make_gateway(config)
+    service = token(gw, "service")
+    writer = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # as a long intake or registry transaction would
+    try:
+        async with api(gw) as client:  # 10 s timeout
+            health = await client.get("/health")
+            status = await client.get("/status", headers={"Authorization": f"Bearer {service}"})
+    finally:
+        writer.rollback()
+        writer.close()
+    assert health.status_code == 200 and health.json()["checks"]["database"] == "ok"
+    assert status.status_code == 200

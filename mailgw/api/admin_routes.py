@@ -16,7 +16,15 @@ from sqlalchemy import func, select
 from mailgw import accounts
 from mailgw.api import audit
 from mailgw.api.auth import Caller, require, token_cache
-from mailgw.api.common import AUTH_ERRORS, MAX_INT, NO_NUL, NOT_FOUND, as_utc, sessions_of
+from mailgw.api.common import (
+    AUTH_ERRORS,
+    MAX_INT,
+    NO_NUL,
+    NOT_FOUND,
+    as_utc,
+    readers_of,
+    sessions_of,
+)
 from mailgw.db.models import ApiToken, AuditEvent, utcnow
 
 router = APIRouter(tags=["administration"])
@@ -87,7 +95,7 @@ def audit_log(
         where.append(e.at >= start)
     if end is not None:
         where.append(e.at < end)
-    with sessions_of(request)() as session:
+    with readers_of(request)() as session:
         total = session.scalar(select(func.count()).select_from(e).where(*where)) or 0
         rows = session.scalars(
             select(e).where(*where).order_by(e.at.desc(), e.id.desc()).offset(offset).limit(limit)
@@ -152,7 +160,7 @@ def list_tokens(
     caller: Caller = Depends(require("admin")),
 ) -> list[TokenOut]:
     """The tokens (never the tokens themselves: only their names, roles and dates)."""
-    with sessions_of(request)() as session:
+    with readers_of(request)() as session:
         query = select(ApiToken).order_by(ApiToken.id)
         if not include_revoked:
             query = query.where(ApiToken.revoked_at.is_(None))

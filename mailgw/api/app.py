@@ -25,6 +25,7 @@ from mailgw.api import (
 )
 from mailgw.api.auth import Caller, TokenCache, require
 from mailgw.api.common import AUTH_ERRORS
+from mailgw.db.engine import make_read_sessionmaker
 from mailgw.registry.numbering import DEFAULT_TIMEZONE
 from mailgw.rules.manager import RulesManager
 from mailgw.stats import status_report
@@ -43,6 +44,8 @@ def create_app(
     # /docs is served from the package's own assets (docs_routes): nothing from a CDN.
     app = FastAPI(title="mailgw", version=__version__, docs_url=None, redoc_url=None)
     app.state.sessions = sessions
+    app.state.engine = engine = sessions.kw["bind"]
+    app.state.read_sessions = readers = make_read_sessionmaker(engine)
     app.state.data_dir = data_dir
     app.state.started = time.time()
     app.state.rules = rules
@@ -63,7 +66,7 @@ def create_app(
         checks: dict[str, Any] = {"process": "ok"}
         ok = True
         try:
-            with sessions() as session:
+            with readers() as session:
                 session.execute(text("SELECT 1"))
             checks["database"] = "ok"
         except Exception as exc:
@@ -84,7 +87,7 @@ def create_app(
     @app.get("/status", tags=["operations"], responses={**AUTH_ERRORS})
     def status(caller: Caller = Depends(require("service", "auditor"))) -> dict[str, Any]:
         """Queue counts by state, oldest queued age, throughput, last errors, version, uptime."""
-        with sessions() as session:
+        with readers() as session:
             report = status_report(session)
         report["version"] = __version__
         report["uptime_seconds"] = round(time.time() - app.state.started, 1)

@@ -73,7 +73,7 @@ def token_cache(request: Request) -> TokenCache:
 
 
 def _look_up(request: Request, token: str) -> Caller:
-    with request.app.state.sessions() as session:
+    with request.app.state.read_sessions() as session:
         row = find_token(session, token)
         if row is None:
             raise HTTPException(

@@ -40,7 +40,13 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 
 def sessions_of(request: Request) -> sessionmaker[Session]:
+    """Sessions for writing (and reading what is then written)."""
     return request.app.state.sessions
+
+
+def readers_of(request: Request) -> sessionmaker[Session]:
+    """Sessions that only read: on SQLite they never wait for the gateway's writers."""
+    return request.app.state.read_sessions
 
 
 def data_dir_of(request: Request) -> Path:

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from mailgw import metrics
 from mailgw.api.auth import Caller, require
-from mailgw.api.common import AUTH_ERRORS, sessions_of
+from mailgw.api.common import AUTH_ERRORS, readers_of
 from mailgw.registry.models import RegisterEntry
 from mailgw.stats import counts_by_state
 
@@ -28,7 +28,7 @@ class _DatabaseCollector:
         self.request = request
 
     def collect(self):  # type: ignore[no-untyped-def]
-        with sessions_of(self.request)() as session:
+        with readers_of(self.request)() as session:
             states = counts_by_state(session)
             registers = session.execute(
                 select(RegisterEntry.register, func.count())

@@ -16,7 +16,7 @@ from mailgw.api.common import (
     REGISTER_FIELD,
     REGISTER_NAME,
     blob_store,
-    sessions_of,
+    readers_of,
 )
 from mailgw.api.documents_routes import EntryOut
 from mailgw.registry.audit import register_names, verify_register
@@ -70,7 +70,7 @@ def list_registers(
     request: Request, caller: Caller = Depends(require("auditor"))
 ) -> list[RegisterOut]:
     """Every register that has entries, with its years and last numbers."""
-    with sessions_of(request)() as session:
+    with readers_of(request)() as session:
         names = register_names(session)
         rows = session.execute(
             select(RegisterEntry.register, RegisterEntry.year, func.count())
@@ -113,7 +113,7 @@ def verify(
     """Walk the register's hash chain: every changed, inserted or removed entry, gaps in the
     numbering and (``blobs=true``) archived files that are missing or altered. A raw-message
     blob that retention removed (and recorded) is counted in ``purged_raw_blobs`` instead."""
-    with sessions_of(request)() as session:
+    with readers_of(request)() as session:
         if name not in register_names(session):
             raise HTTPException(404, f"no register {name}")
         report = verify_register(session, name, blob_store(request) if blobs else None)
@@ -145,7 +145,7 @@ def register_entries(
     """The register's entries of one year in number order (each correction right after the
     entry it corrects), ``limit`` at a time from ``offset``. Audited."""
     where = (RegisterEntry.register == name, RegisterEntry.year == year)
-    with sessions_of(request)() as session:
+    with readers_of(request)() as session:
         total = session.scalar(select(func.count()).select_from(RegisterEntry).where(*where)) or 0
         if total == 0 and name not in register_names(session):
             raise HTTPException(404, f"no register {name}")

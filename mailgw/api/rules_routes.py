@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 
 from mailgw.api import audit
 from mailgw.api.auth import Caller, require
-from mailgw.api.common import AUTH_ERRORS, MAX_INT, NOT_FOUND, ErrorOut, sessions_of
+from mailgw.api.common import AUTH_ERRORS, MAX_INT, NOT_FOUND, ErrorOut, readers_of
 from mailgw.db.models import RuleVersion
 from mailgw.rules.evaluate import evaluate
 from mailgw.rules.loader import load_rules
@@ -126,7 +126,7 @@ def _problems(problems: list[Problem]) -> list[ProblemOut]:
 
 def _rules_out(request: Request, manager: RulesManager) -> RulesOut:
     active = manager.active
-    with sessions_of(request)() as session:
+    with readers_of(request)() as session:
         loaded_at = session.scalar(
             select(RuleVersion.loaded_at).where(RuleVersion.sha256 == active.version)
         )
@@ -243,7 +243,7 @@ def rule_versions(
     caller: Caller = Depends(require("auditor")),
 ) -> VersionsPage:
     """Every rules text that was ever active, newest first."""
-    with sessions_of(request)() as session:
+    with readers_of(request)() as session:
         total = session.scalar(select(func.count()).select_from(RuleVersion)) or 0
         rows = session.scalars(
             select(RuleVersion)
@@ -266,7 +266,7 @@ def rule_version(
     caller: Caller = Depends(require("auditor")),
 ) -> VersionTextOut:
     """One stored version with its text."""
-    with sessions_of(request)() as session:
+    with readers_of(request)() as session:
         row = session.get(RuleVersion, version_id)
         if row is None:
             raise HTTPException(404, f"no rules version {version_id}")

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from mailgw.api.auth import Caller, require
-from mailgw.api.common import AUTH_ERRORS, sessions_of
+from mailgw.api.common import AUTH_ERRORS, readers_of
 from mailgw.db.models import Message
 from mailgw.registry.models import RegisterEntry
 
@@ -87,7 +87,7 @@ def stats(
         end = dt.datetime(year + 1, 1, 1, tzinfo=zone).astimezone(dt.UTC)
         m_where += [Message.received_at >= start, Message.received_at < end]
         d_where += [RegisterEntry.arrival >= start, RegisterEntry.arrival < end]
-    with sessions_of(request)() as session:
+    with readers_of(request)() as session:
         m_cat = session.execute(
             select(Message.category, func.count()).where(*m_where).group_by(Message.category)
         ).all()

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+READ_ONLY = "mailgw_read_only"  # execution option: a transaction that only reads
+
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
@@ -32,7 +34,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # IMMEDIATE takes the write lock at the start: no deadlock between two upgraders.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A reader (see make_read_sessionmaker) takes a snapshot and no lock at all.
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN DEFERRED")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
@@ -54,3 +60,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reading only (the API's searches and views). On SQLite their transaction
+    is a deferred one: a snapshot that never waits for, nor holds up, the gateway's writers
+    (a long search would otherwise keep mail intake from committing). Writing through one
+    is a mistake: it may fail with "database is locked" instead of waiting its turn."""
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
