@@ -83,7 +83,7 @@ def _run(
             limit=int(limit_text),
             cursor=params.cursor or None,
         )
-        with request.app.state.sessions() as session:
+        with request.app.state.read_sessions() as session:
             body: dict[str, Any] = service.search(session, req)
         status = 200
     except service.SearchError as exc:

@@ -118,8 +118,9 @@ def plan_for(req: Request) -> Plan:
 
 
 def search(session: Session, req: Request) -> dict[str, Any]:
+    """One page of results: ``session`` should be a reader (mailgw.db.engine)."""
     plan = plan_for(req)
-    rows = execute(session.get_bind(), session, plan)
+    rows = execute(session, plan)
     page, more = rows[: plan.limit], len(rows) > plan.limit
     fp = _fingerprint(req.kind, req.q, plan.sort, plan.order)
     next_cursor = None
@@ -147,39 +148,42 @@ def _aware(value: Any) -> dt.datetime:
 
 
 def _details_query(*columns: Any, ref: Any) -> Any:
-    si = SearchEntry
+    si = SearchEntry.__table__.c
     return (
         select(si.id.label("si_id"), *columns)
-        .join(ref, ref.id == si.ref_id)
+        .join_from(SearchEntry.__table__, ref, ref.c.id == si.ref_id)
         .where(si.id.in_(bindparam("ids", expanding=True)))
     )
 
 
-# Built once: they run for every page of results.
-_d, _si, _m = RegisterEntry, SearchEntry, Message
+# Built once, on the tables rather than the ORM classes (no ORM step): they run on every page.
+_dt, _st, _mt = RegisterEntry.__table__, SearchEntry.__table__, Message.__table__
+_d, _si, _m = _dt.c, _st.c, _mt.c
 _DOCUMENT_DETAILS = _details_query(
     _si.subject, _si.category, _si.signed, _d.id, _d.register, _d.year, _d.number, _d.revision,
     _d.arrival, _d.doc_symbol, _d.doc_type, _d.doc_type_name, _d.issuer, _d.summary,
     _d.urgency, _d.filename, _d.content_type, _d.size, _d.sha256, _d.message_row_id, _d.text,
-    ref=_d,
+    ref=_dt,
 )  # fmt: skip
 _MESSAGE_DETAILS = _details_query(
     _si.signed, _si.body, _m.id, _m.queue_id, _m.received_at, _m.mail_from, _m.rcpt_to,
     _m.header_from, _m.subject, _m.category, _m.tags, _m.state, _m.message_id, _m.attachments,
-    ref=_m,
+    ref=_mt,
 )  # fmt: skip
 
 
+def detail_rows(session: Session, kind: str, ids: list[int]) -> dict[int, Any]:
+    """What a page shows of each result, by search_index id: one query, plain rows."""
+    statement = _DOCUMENT_DETAILS if kind == DOCUMENT else _MESSAGE_DETAILS
+    return {row.si_id: row for row in session.connection().execute(statement, {"ids": ids})}
+
+
 def details(session: Session, kind: str, page: list[Any], query: Query) -> list[dict[str, Any]]:
-    """The result objects of a page, in the page's order, from one query (plain rows, no ORM
-    objects: this runs on every search)."""
+    """The result objects of a page, in the page's order, with highlighted snippets."""
     if not page:
         return []
     toks = query.highlight_tokens()
-    ids = [r.id for r in page]
-    statement = _DOCUMENT_DETAILS if kind == DOCUMENT else _MESSAGE_DETAILS
-    found = session.execute(statement, {"ids": ids}).all()
-    by_id = {row.si_id: row for row in found}
+    by_id = detail_rows(session, kind, [r.id for r in page])
     out = []
     for r in page:
         row = by_id.get(r.id)

@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, Float, Integer, String, TextClause, bindparam, text
+from sqlalchemy import Float, Integer, String, TextClause, bindparam, text
 from sqlalchemy.orm import Session
 
 from mailgw.db.models import UTCDateTime
@@ -242,45 +242,43 @@ def sqlite_params(plan: Plan) -> dict[str, Any]:
     }
 
 
-def execute(engine: Engine, session: Session, plan: Plan) -> list[Any]:
-    """Run the page query. On SQLite straight on a pooled driver connection in autocommit
-    mode: a plain read, so a search never holds the write lock (the engine begins every
-    SQLAlchemy transaction with BEGIN IMMEDIATE)."""
-    if engine.dialect.name != "sqlite":
+def execute(session: Session, plan: Plan) -> list[Any]:
+    """Run the page query in ``session``'s transaction. On SQLite the statements go straight
+    to the driver's cursor (no SQLAlchemy compilation per search); give it a session of
+    make_read_sessionmaker, so that a search holds no lock while it runs."""
+    if session.get_bind().dialect.name != "sqlite":
         if plan.sort == "relevance" and _text_terms(plan.query)[0]:
             return _postgresql_relevance(session, plan)
         return _page(session, plan)
-    raw = engine.raw_connection()
+    raw = session.connection().connection.dbapi_connection
+    assert raw is not None
+    cur = raw.cursor()
     try:
-        cur = raw.cursor()
-        try:
-            plan.drive = "fts"
-            match = fts5_match(*_text_terms(plan.query))
-            if match is not None and plan.sort == "relevance":
-                found = _sqlite_date_bounds(cur, plan)
-                if found is not None:
-                    if found[0] is None:
-                        return []
-                    plan.rowid_range = (found[0], found[1])
-                return _ranked_page(cur, plan)
-            if match is not None and plan.sort == "date":
-                # Few matches: fetch them and sort. Many: walk the arrival index instead.
-                cur.execute(
-                    f"SELECT count(*) FROM (SELECT 1 FROM {FTS_TABLE} WHERE {FTS_TABLE} "
-                    f"MATCH :m LIMIT {MANY_MATCHES})",
-                    {"m": match},
-                )
-                if cur.fetchone()[0] >= MANY_MATCHES:
-                    plan.drive = "index"
-                    if plan.order == "desc":
-                        rows = _newest_first(cur, plan)
-                        if rows is not None:
-                            return rows
-            return _fetch(cur, build(plan, "sqlite"), sqlite_params(plan))
-        finally:
-            cur.close()
+        plan.drive = "fts"
+        match = fts5_match(*_text_terms(plan.query))
+        if match is not None and plan.sort == "relevance":
+            found = _sqlite_date_bounds(cur, plan)
+            if found is not None:
+                if found[0] is None:
+                    return []
+                plan.rowid_range = (found[0], found[1])
+            return _ranked_page(cur, plan)
+        if match is not None and plan.sort == "date":
+            # Few matches: fetch them and sort. Many: walk the arrival index instead.
+            cur.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {FTS_TABLE} WHERE {FTS_TABLE} "
+                f"MATCH :m LIMIT {MANY_MATCHES})",
+                {"m": match},
+            )
+            if cur.fetchone()[0] >= MANY_MATCHES:
+                plan.drive = "index"
+                if plan.order == "desc":
+                    rows = _newest_first(cur, plan)
+                    if rows is not None:
+                        return rows
+        return _fetch(cur, build(plan, "sqlite"), sqlite_params(plan))
     finally:
-        raw.close()
+        cur.close()
 
 
 class Row(dict):
