@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailgw.mime.text import fold
 from mailgw.search.query import FIELDS, MAX_LENGTH, QueryError, parse
-from mailgw.search.snippets import fold_with_offsets, highlight, snippet
+from mailgw.search.snippets import fold_with_offsets, highlight, matches, snippet
 
 
 def test_words_phrases_fields_and_negation() -> None:
@@ -128,6 +130,33 @@ def test_snippet_offsets_map_to_the_original() -> None:
         highlight("ﬁle Straße đi", {"strasse", "di"}) == "ﬁle <mark>Straße</mark> <mark>đi</mark>"
     )
     assert highlight("a <b> Đề", {"de"}) == "a &lt;b&gt; <mark>Đề</mark>"
+
+
+def _matches_by_definition(s: str, tokens: set[str]) -> list[tuple[int, int, str]]:
+    """Whole-token matches found the slow, plain way: each character folded on its own, the
+    words searched with a look-behind, positions mapped back through a per-character table."""
+    folded, index = "", []
+    for i, ch in enumerate(s):
+        f = " " if ch.isspace() else fold(ch)
+        folded += f
+        index += [i] * len(f)
+    index.append(len(s))
+    words = "|".join(map(re.escape, sorted(tokens, key=lambda t: (-len(t), t))))
+    pattern = re.compile(r"(?<![^\W_])(?:" + words + r")(?![^\W_])")
+    return [(index[m.start()], index[m.end() - 1] + 1, m.group()) for m in pattern.finditer(folded)]
+
+
+TEXT_CHARS = st.sampled_from(
+    [*"aăâbdđeêoôơuưAĐÔ1_ -.,\n", "ề", "ớ", "o\u0301", "ﬁ", "ß", "İ", "\uffff", "x"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(TEXT_CHARS, max_size=60).map("".join),
+       st.sets(st.sampled_from(["a", "ab", "do", "o", "ss", "fi", "1", "ae", "x1", "i"]),
+               min_size=1, max_size=4))  # fmt: skip
+def test_snippet_matches_are_whole_folded_words(text: str, tokens: set[str]) -> None:
+    assert matches(text, tokens) == _matches_by_definition(text, tokens)
 
 
 def test_snippet_is_cut_around_the_matches() -> None:

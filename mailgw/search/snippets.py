@@ -20,31 +20,35 @@ WIDTH = 200  # characters of context in a snippet
 MAX_SCAN = 200_000  # characters of a text looked at
 
 
-# Every character met so far, folded (code point → folded text), and those that fold to more
-# or fewer than one character: a search's snippets fold the same alphabet again and again.
-_FOLDED: dict[int, str] = {}
-_NOT_ONE_TO_ONE: set[str] = set()
+NOT_ONE = "\uffff"  # in _ONE_TO_ONE: this character folds to more or fewer than one
 
 
 def _fold_char(ch: str) -> str:
     return " " if ch.isspace() else fold(ch)
 
 
+class _FoldTable(dict):
+    """code point → its folded character, filled as characters are met (a search's snippets
+    fold the same alphabet again and again); NOT_ONE where the fold is not one character."""
+
+    def __missing__(self, cp: int) -> str:
+        folded = _fold_char(chr(cp))
+        self[cp] = value = folded if len(folded) == 1 else NOT_ONE
+        return value
+
+
+_ONE_TO_ONE = _FoldTable()
+
+
 def fold_with_offsets(s: str) -> tuple[str, list[int] | None]:
     """(folded, offsets): offsets[i] is the original index of folded character i (None: same)."""
-    chars = set(s)
-    for c in chars:
-        if ord(c) not in _FOLDED:
-            folded = _fold_char(c)
-            if len(folded) != 1:
-                _NOT_ONE_TO_ONE.add(c)
-            _FOLDED[ord(c)] = folded
-    if _NOT_ONE_TO_ONE.isdisjoint(chars):
-        return s.translate(_FOLDED), None
+    folded = s.translate(_ONE_TO_ONE)
+    if NOT_ONE not in folded:
+        return folded, None
     out: list[str] = []
     offsets: list[int] = []
     for i, ch in enumerate(s):
-        f = _FOLDED[ord(ch)]
+        f = _fold_char(ch)
         out.append(f)
         offsets.extend([i] * len(f))
     offsets.append(len(s))
@@ -53,7 +57,9 @@ def fold_with_offsets(s: str) -> tuple[str, list[int] | None]:
 
 @functools.lru_cache(maxsize=256)
 def _compiled(toks: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile(r"(?<![^\W_])(?:" + "|".join(map(re.escape, toks)) + r")(?![^\W_])")
+    # No look-behind in front: a pattern that starts with its words is searched for much
+    # faster; matches() drops those that follow a letter or digit.
+    return re.compile(r"(?:" + "|".join(map(re.escape, toks)) + r")(?![^\W_])")
 
 
 def _pattern(tokens: Iterable[str]) -> re.Pattern[str] | None:
@@ -71,6 +77,8 @@ def matches(s: str, tokens: Iterable[str]) -> list[tuple[int, int, str]]:
     found = []
     for m in pattern.finditer(folded):
         a, b = m.span()
+        if a and folded[a - 1].isalnum():
+            continue  # inside a word (tokens are letters and digits: no match starts in it)
         if offsets is not None:
             a, b = offsets[a], offsets[b - 1] + 1
         found.append((a, b, m.group()))
