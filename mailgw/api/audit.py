@@ -19,6 +19,9 @@ def _text(value: str | None, limit: int = 4000) -> str | None:
     return value if value is None else value.replace("\x00", "\\x00")[:limit]
 
 
+_INSERT = insert(AuditEvent.__table__)
+
+
 def record(
     request: Request,
     caller: Caller,
@@ -29,7 +32,8 @@ def record(
     status: int = 200,
 ) -> None:
     """Append one event (its own transaction: the read is logged even if the answer fails).
-    A plain INSERT, not an ORM unit of work: it runs on every read."""
+    A plain Core INSERT on a pooled connection (no ORM session, no RETURNING): it runs on
+    every read."""
     values = {
         "token_id": caller.token_id,
         "token_name": caller.name,
@@ -40,5 +44,5 @@ def record(
         "client_addr": client_address(request),
         "status": status,
     }
-    with request.app.state.sessions() as session, session.begin():
-        session.execute(insert(AuditEvent), [values])
+    with request.app.state.engine.begin() as conn:
+        conn.execute(_INSERT, values)
