@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 import re
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailgw.mime.text import fold
+from mailgw.search import snippets
 from mailgw.search.query import FIELDS, MAX_LENGTH, QueryError, parse
 from mailgw.search.snippets import fold_with_offsets, highlight, matches, snippet
 
@@ -157,6 +159,39 @@ TEXT_CHARS = st.sampled_from(
                min_size=1, max_size=4))  # fmt: skip
 def test_snippet_matches_are_whole_folded_words(text: str, tokens: set[str]) -> None:
     assert matches(text, tokens) == _matches_by_definition(text, tokens)
+
+
+def test_a_snippet_from_the_first_characters_is_the_whole_texts(monkeypatch) -> None:
+    """snippet() may look at the first characters only; it must still give what the whole
+    text gives. 3,000 seeded random texts (hypothesis's small examples rarely take that path)."""
+    rnd = random.Random(15)
+    words = ["ab", "do", "x1", "Đổ", "ﬁ", "zz", "abdo", "wxyz", "w" * 25]
+    seps = [" ", "  ", "\n", ". ", "-"]
+    scanned: list[int] = []
+    whole_matches = snippets.matches
+    monkeypatch.setattr(
+        snippets, "matches", lambda s, t: (scanned.append(len(s)), whole_matches(s, t))[1]
+    )
+    early = 0
+    for _ in range(3000):
+        text = "".join(rnd.choice(words) + rnd.choice(seps) for _ in range(rnd.randrange(150)))
+        tokens = set(rnd.sample(["ab", "do", "x1", "fi"], rnd.randrange(1, 4)))
+        width, first = rnd.choice([8, 20, 60]), rnd.choice([60, 120, 300])
+        scanned.clear()
+        quick = snippet(text, tokens, width, first)
+        early += scanned == [first]
+        assert quick == snippet(text, tokens, width, 10**9), (text, tokens, width, first)
+    assert early > 500  # the first characters alone were enough that often
+
+
+def test_a_snippet_widened_to_a_space_past_the_first_characters() -> None:
+    """The window grows to the next space (up to 30 characters): a match there that the
+    first characters cut in two must still be marked."""
+    text = "zz " * 13 + " " + "ab do" + "-zz-zz-zz-zzz-" + "ab" + "-zz" * 10 + " end"
+    assert text.index("ab-zz") == 59  # across the cut at 60
+    whole = snippet(text, {"ab", "do"}, 8, 10**9)
+    assert whole is not None and "-<mark>ab</mark>-zz" in whole
+    assert snippet(text, {"ab", "do"}, 8, 60) == whole
 
 
 def test_snippet_is_cut_around_the_matches() -> None:

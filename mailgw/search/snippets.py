@@ -18,6 +18,7 @@ from mailgw.mime.text import fold
 MARK_OPEN, MARK_CLOSE = "<mark>", "</mark>"
 WIDTH = 200  # characters of context in a snippet
 MAX_SCAN = 200_000  # characters of a text looked at
+FIRST_SCAN = 4_000  # characters looked at first (snippet)
 
 
 NOT_ONE = "\uffff"  # in _ONE_TO_ONE: this character folds to more or fewer than one
@@ -104,22 +105,49 @@ def highlight(s: str | None, tokens: Iterable[str]) -> str | None:
     return _render(s, matches(s, tokens), 0, len(s))
 
 
-def snippet(s: str | None, tokens: Iterable[str], width: int = WIDTH) -> str | None:
+def _densest(spans: list[tuple[int, int, str]], width: int) -> tuple[int, int]:
+    """(index, count): the first of the first 200 spans whose ``width`` characters hold the
+    most different tokens, and that number."""
+    best, best_count = 0, -1
+    for i, (a, _, _) in enumerate(spans[:200]):
+        seen = set()
+        for _, end, tok in spans[i:]:
+            if end > a + width:
+                break  # spans are in order and do not overlap: the ends only grow
+            seen.add(tok)
+        if len(seen) > best_count:
+            best, best_count = i, len(seen)
+    return best, best_count
+
+
+def _snippet_spans(s: str, tokens: set[str], width: int, first_scan: int) -> list:
+    """matches() of ``s``; of its first ``first_scan`` characters alone when those already
+    hold a window with every token, far enough from the cut for the snippet to be the one
+    the whole text gives (an attachment's text can run to 200,000 characters)."""
+    if len(s) > first_scan:
+        spans = matches(s[:first_scan], tokens)
+        if spans:
+            best, count = _densest(spans, width)
+            margin = width + 31  # the window and its widening to a space (see below)
+            if count == len(tokens) and spans[best][0] + margin < first_scan:
+                return spans
+    return matches(s, tokens)
+
+
+def snippet(
+    s: str | None, tokens: Iterable[str], width: int = WIDTH, first_scan: int = FIRST_SCAN
+) -> str | None:
     """About ``width`` characters around the densest group of matches, HTML-escaped, matched
     words in <mark>…</mark>, "…" where the text was cut; the start of the text if nothing
     matches."""
     if not s:
         return None
-    spans = matches(s, tokens)
+    toks = {t for t in tokens if t}
+    spans = _snippet_spans(s, toks, width, first_scan) if toks else []
     if not spans:
         cut = s[:width]
         return html.escape(" ".join(cut.split())) + ("…" if len(s) > width else "")
-    best, best_count = 0, -1
-    for i, (a, _, _) in enumerate(spans[:200]):
-        seen = {tok for x, y, tok in spans[i:] if y <= a + width}
-        if len(seen) > best_count:
-            best, best_count = i, len(seen)
-    a = spans[best][0]
+    a = spans[_densest(spans, width)[0]][0]
     start = max(0, a - width // 4)
     while start > 0 and not s[start - 1].isspace() and a - start < width // 2:
         start -= 1
