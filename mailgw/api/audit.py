@@ -19,7 +19,7 @@ def _text(value: str | None, limit: int = 4000) -> str | None:
     return value if value is None else value.replace("\x00", "\\x00")[:limit]
 
 
-_INSERT = insert(AuditEvent.__table__)
+INSERT = insert(AuditEvent.__table__)
 
 
 def record(
@@ -45,4 +45,4 @@ def record(
         "status": status,
     }
     with request.app.state.engine.begin() as conn:
-        conn.execute(_INSERT, values)
+        conn.execute(INSERT, values)
