@@ -204,14 +204,13 @@ def build(plan: Plan, dialect: str) -> str:
             f"WHERE {' AND '.join(conds)} ORDER BY m.id DESC LIMIT {RANKED}"
         )
     if relevance:
-        # the newest matches by id alone (narrow rows sort in memory), then their rows; in a
-        # "window" the matches are sorted, the primary key is never walked
+        # the newest matches, scored as they are read (narrow rows sort in memory; each match
+        # is read once, not again through the primary key to be scored); in a "window" the
+        # matches are sorted, the primary key is never walked
         order_id = "si.id + 0" if plan.drive == "window" else "si.id"
         inner = (
-            f"SELECT {columns}, {score} AS score, count(*) OVER () AS ranked "
-            f"FROM (SELECT si.id FROM {source} WHERE {' AND '.join(conds)} "
-            f"ORDER BY {order_id} DESC LIMIT {RANKED}) top "
-            "JOIN search_index si ON si.id = top.id"
+            f"SELECT *, count(*) OVER () AS ranked FROM ({inner} "
+            f"ORDER BY {order_id} DESC LIMIT {RANKED}) top"
         )
     op = "<" if plan.order == "desc" else ">"
     direction = "DESC" if plan.order == "desc" else "ASC"
