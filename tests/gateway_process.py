@@ -61,7 +61,9 @@ class GatewayProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> GatewayProcess:
+    def start(self, timeout: float = 30.0, also: tuple[int, ...] = ()) -> GatewayProcess:
+        """Start `mailgw serve`; return once the SMTP port, and each port of ``also`` (other
+        SMTP listeners, opened one after the other), greets."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mailgw.cli", "serve", "-c", str(self.config_path)],
@@ -72,7 +74,7 @@ class GatewayProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mailgw exited with {self.proc.returncode}:\n{self.log()}")
-            if smtp_ready(self.smtp_port):
+            if all(smtp_ready(port) for port in (self.smtp_port, *also)):
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"mailgw did not start in {timeout}s:\n{self.log()}")

@@ -116,8 +116,9 @@ async def test_a_token_revoked_elsewhere_stops_working_after_the_cache_time(
     applies once that time is over, and expiry is checked on every request."""
     gw = await make_gateway(config)
     revoked = token(gw, "service")
-    soon = token(gw, "service", expires_at=utcnow() + dt.timedelta(seconds=1.5))
-    cache = TokenCache(seconds=0.5)
+    expiry = utcnow() + dt.timedelta(seconds=5)
+    soon = token(gw, "service", expires_at=expiry)
+    cache = TokenCache(seconds=2.0)  # room for a loaded machine between the first two checks
     gw.api_server.config.app.state.token_cache = cache
 
     async def status(t: str) -> int:
@@ -133,11 +134,11 @@ async def test_a_token_revoked_elsewhere_stops_working_after_the_cache_time(
             .values(revoked_at=utcnow())
         )
     assert await status(revoked) == 200  # remembered
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(2.1)
     assert await status(revoked) == 401
     cache.seconds = 60.0
     assert await status(soon) == 200  # remembered for a minute now, but it expires first
-    await asyncio.sleep(1.6)
+    await asyncio.sleep((expiry - utcnow()).total_seconds() + 0.1)
     assert await status(soon) == 401
 
 

@@ -92,7 +92,7 @@ def gateway(
         assert added.returncode == 0, added.stderr.decode()
         proc = GatewayProcess(config, ports["smtp"], tmp_path / "mailgw.log")
         procs.append(proc)
-        proc.start()
+        proc.start(also=(submission,))
         return Gateway(proc, ports["smtp"], submission, database_url)
 
     yield start
