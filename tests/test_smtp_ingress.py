@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,16 @@ async def run(fn, *args, **kwargs):
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
+@contextlib.asynccontextmanager
+async def connected(host: str, port: int) -> AsyncIterator[RawSMTP]:
+    """A raw SMTP client connected to host:port (its calls block: run them with run())."""
+    client = await run(RawSMTP, host, port)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 async def test_accepts_durably_and_reports_queue_id(config: Config, make_gateway) -> None:
     gw = await make_gateway(config)
     host, port = gw.listening["relay"]
@@ -50,30 +62,24 @@ async def test_accepts_durably_and_reports_queue_id(config: Config, make_gateway
 async def test_open_relay_refused_for_untrusted_clients(config: Config, make_gateway) -> None:
     config.smtp.trusted_networks = []
     gw = await make_gateway(config)
-    client = await run(RawSMTP, *gw.listening["relay"])
-    try:
+    async with connected(*gw.listening["relay"]) as client:
         assert (await run(client.cmd, "EHLO client.test"))[0] == 250
         assert (await run(client.cmd, "MAIL FROM:<x@outside.example>"))[0] == 250
         code, text = await run(client.cmd, "RCPT TO:<victim@elsewhere.example>")
         assert code == 550 and "5.7.1" in text
         code, _ = await run(client.cmd, "RCPT TO:<staff@sub.example.gov.vn>")
         assert code == 250
-    finally:
-        client.close()
 
 
 async def test_oversize_refused(config: Config, make_gateway) -> None:
     config.smtp.max_message_size = 4096
     gw = await make_gateway(config)
     host, port = gw.listening["relay"]
-    client = await run(RawSMTP, host, port)
-    try:
+    async with connected(host, port) as client:
         ehlo = (await run(client.cmd, "EHLO client.test"))[1]
         assert "SIZE 4096" in ehlo
         code, _ = await run(client.cmd, "MAIL FROM:<a@example.gov.vn> SIZE=100000")
         assert code == 552
-    finally:
-        client.close()
     big = MSG + b"x" * 8000 + b"\r\n"
     with pytest.raises(smtplib.SMTPDataError) as info:
         await run(send_message, host, port, "a@example.gov.vn", ["b@example.gov.vn"], big)
@@ -93,12 +99,11 @@ SMUGGLING = {
 @pytest.mark.parametrize("ending", SMUGGLING.values(), ids=SMUGGLING.keys())
 async def test_smuggling_variants_refused(config: Config, make_gateway, ending: bytes) -> None:
     gw = await make_gateway(config)
-    client = await run(RawSMTP, *gw.listening["relay"])
     smuggled = (
         b"MAIL FROM:<admin@example.gov.vn>\r\nRCPT TO:<b@example.gov.vn>\r\nDATA\r\n"
         b"Subject: smuggled\r\n\r\nevil\r\n"
     )
-    try:
+    async with connected(*gw.listening["relay"]) as client:
         await run(client.cmd, "EHLO client.test")
         await run(client.cmd, "MAIL FROM:<a@example.gov.vn>")
         await run(client.cmd, "RCPT TO:<b@example.gov.vn>")
@@ -108,8 +113,6 @@ async def test_smuggling_variants_refused(config: Config, make_gateway, ending: 
         assert code == 550 and "bare" in text
         # The session stays in sync: the smuggled commands were never executed.
         assert (await run(client.cmd, "NOOP"))[0] == 250
-    finally:
-        client.close()
     assert rows(gw) == []
 
 
@@ -127,29 +130,23 @@ async def test_bare_lf_in_headers_refused(config: Config, make_gateway) -> None:
 async def test_too_many_recipients(config: Config, make_gateway) -> None:
     config.smtp.max_recipients = 2
     gw = await make_gateway(config)
-    client = await run(RawSMTP, *gw.listening["relay"])
-    try:
+    async with connected(*gw.listening["relay"]) as client:
         await run(client.cmd, "EHLO client.test")
         await run(client.cmd, "MAIL FROM:<a@example.gov.vn>")
         assert (await run(client.cmd, "RCPT TO:<b1@example.gov.vn>"))[0] == 250
         assert (await run(client.cmd, "RCPT TO:<b2@example.gov.vn>"))[0] == 250
         assert (await run(client.cmd, "RCPT TO:<b3@example.gov.vn>"))[0] == 452
-    finally:
-        client.close()
 
 
 async def test_smtputf8_accepted(config: Config, make_gateway) -> None:
     gw = await make_gateway(config)
-    client = await run(RawSMTP, *gw.listening["relay"])
-    try:
+    async with connected(*gw.listening["relay"]) as client:
         assert "SMTPUTF8" in (await run(client.cmd, "EHLO client.test"))[1]
         assert (await run(client.cmd, "MAIL FROM:<vănthư@example.gov.vn> SMTPUTF8"))[0] == 250
         assert (await run(client.cmd, "RCPT TO:<lãnhđạo@example.gov.vn>"))[0] == 250
         assert (await run(client.cmd, "DATA"))[0] == 354
         await run(client.send, "Subject: Giấy mời\r\n\r\nKính gửi.\r\n.\r\n".encode())
         assert (await run(client.reply))[0] == 250
-    finally:
-        client.close()
     [row] = rows(gw)
     assert row.mail_from == "vănthư@example.gov.vn"
 
@@ -171,16 +168,13 @@ async def test_connection_limit_per_client(config: Config, make_gateway) -> None
 async def test_rate_limit_answers_451(config: Config, make_gateway) -> None:
     config.smtp.max_messages_per_minute_per_client = 2
     gw = await make_gateway(config)
-    client = await run(RawSMTP, *gw.listening["relay"])
-    try:
+    async with connected(*gw.listening["relay"]) as client:
         await run(client.cmd, "EHLO client.test")
         codes = []
         for _ in range(3):
             codes.append((await run(client.cmd, "MAIL FROM:<a@example.gov.vn>"))[0])
             await run(client.cmd, "RSET")
         assert codes == [250, 250, 451]
-    finally:
-        client.close()
 
 
 async def test_disk_space_check_answers_451_and_keeps_nothing(config: Config, make_gateway) -> None:
@@ -209,15 +203,12 @@ async def test_submission_requires_starttls_before_auth(
     submission_config: Config, make_gateway
 ) -> None:
     gw = await make_gateway(submission_config)
-    client = await run(RawSMTP, *gw.listening["submission"])
-    try:
+    async with connected(*gw.listening["submission"]) as client:
         ehlo = (await run(client.cmd, "EHLO client.test"))[1]
         assert "STARTTLS" in ehlo and "AUTH" not in ehlo
         code, _ = await run(client.cmd, "AUTH PLAIN " + b64("\0clerk\0secret"))
         assert code == 530
         assert (await run(client.cmd, "MAIL FROM:<a@example.gov.vn>"))[0] == 530
-    finally:
-        client.close()
 
 
 async def test_submission_auth(submission_config: Config, make_gateway) -> None:
@@ -326,8 +317,7 @@ async def test_data_ends_at_the_first_crlf_dot_crlf(
     """Lines ending in a full stop, a message of one line, an empty one: each ends exactly at
     its terminator, and a command sent right behind it is answered in turn."""
     gw = await make_gateway(config)
-    client = await run(RawSMTP, *gw.listening["relay"])
-    try:
+    async with connected(*gw.listening["relay"]) as client:
         await run(client.cmd, "EHLO client.test")
         await run(client.cmd, "MAIL FROM:<a@example.gov.vn>")
         await run(client.cmd, "RCPT TO:<b@example.gov.vn>")
@@ -336,8 +326,6 @@ async def test_data_ends_at_the_first_crlf_dot_crlf(
         code, text = await run(client.reply)
         assert code == 250, text
         assert (await run(client.reply))[0] == 250  # the NOOP
-    finally:
-        client.close()
     [row] = rows(gw)
     assert (config.storage.data_dir / row.spool_path).read_bytes() == stored
 
@@ -345,8 +333,7 @@ async def test_data_ends_at_the_first_crlf_dot_crlf(
 async def test_idle_timeout_counts_from_the_last_command(config: Config, make_gateway) -> None:
     config.smtp.timeout = 1  # seconds (the config file's minimum is 5; tests go lower)
     gw = await make_gateway(config)
-    client = await run(RawSMTP, *gw.listening["relay"])
-    try:
+    async with connected(*gw.listening["relay"]) as client:
         loop = asyncio.get_running_loop()
         for _ in range(3):  # commands 0.6 s apart keep a 1 s idle timeout from firing
             await asyncio.sleep(0.6)
@@ -356,14 +343,11 @@ async def test_idle_timeout_counts_from_the_last_command(config: Config, make_ga
             await run(client.reply)  # nothing more is sent: the gateway hangs up
         idle = loop.time() - last
         assert 0.9 <= idle < 5
-    finally:
-        client.close()
 
 
 async def test_pipelined_commands_are_answered_in_order(config: Config, make_gateway) -> None:
     gw = await make_gateway(config)
-    client = await run(RawSMTP, *gw.listening["relay"])
-    try:
+    async with connected(*gw.listening["relay"]) as client:
         code, ehlo = await run(client.cmd, "EHLO client.test")
         assert code == 250 and "250-PIPELINING" in ehlo.splitlines()
         # RFC 2920: MAIL, RCPT, RCPT and DATA in one write; the replies come back in order.
@@ -379,8 +363,6 @@ async def test_pipelined_commands_are_answered_in_order(config: Config, make_gat
         code, text = await run(client.reply)
         assert code == 250 and "queued as" in text
         assert [(await run(client.reply))[0] for _ in range(2)] == [250, 221]
-    finally:
-        client.close()
     [row] = rows(gw)
     assert row.rcpt_to == ["b@example.gov.vn", "c@elsewhere.example"]
     assert row.client_helo == "client.test"
