@@ -44,8 +44,7 @@ def create_app(
     # /docs is served from the package's own assets (docs_routes): nothing from a CDN.
     app = FastAPI(title="mailgw", version=__version__, docs_url=None, redoc_url=None)
     app.state.sessions = sessions
-    app.state.engine = engine = sessions.kw["bind"]
-    app.state.read_sessions = readers = make_read_sessionmaker(engine)
+    app.state.read_sessions = readers = make_read_sessionmaker(sessions.kw["bind"])
     app.state.data_dir = data_dir
     app.state.started = time.time()
     app.state.rules = rules

@@ -6,6 +6,7 @@ from fastapi import Request
 from sqlalchemy import insert
 
 from mailgw.api.auth import Caller
+from mailgw.api.common import sessions_of
 from mailgw.db.models import AuditEvent
 
 
@@ -44,5 +45,5 @@ def record(
         "client_addr": client_address(request),
         "status": status,
     }
-    with request.app.state.engine.begin() as conn:
+    with sessions_of(request).kw["bind"].begin() as conn:
         conn.execute(INSERT, values)
