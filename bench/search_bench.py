@@ -45,17 +45,13 @@ WORDS = sorted({w for t in TOPICS for w in t.split()} - {"và"})
 
 
 def serve_api(url: str, ports: multiprocessing.Queue) -> None:
-    """The API as the gateway serves it (mailgw.app.Gateway._start_api), on a free port."""
-    import uvicorn
-
+    """The API as the gateway serves it (mailgw.app.api_server), on a free port."""
     from mailgw.api.app import create_app
+    from mailgw.app import api_server
 
     async def serve() -> None:
         app = create_app(make_sessionmaker(make_engine(url)), Path(tempfile.gettempdir()))
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                access_log=False, lifespan="off")  # fmt: skip
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server = api_server(app, "127.0.0.1", 0)
         task = aio.asyncio.ensure_future(server.serve())
         while not server.started:
             await aio.asyncio.sleep(0.02)

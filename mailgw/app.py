@@ -9,8 +9,10 @@ import functools
 import logging
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -81,6 +83,27 @@ def relay_target(config: Config) -> RelayTarget | None:
         timeout=relay.timeout,
         helo_name=config.hostname,
     )
+
+
+def api_server(
+    app: FastAPI, host: str, port: int, *, tls_cert: Path | None = None, tls_key: Path | None = None
+) -> uvicorn.Server:
+    """uvicorn serving the API inside the gateway's own event loop: no access log (the audit
+    log records reads), no lifespan, and the gateway's signal handlers, not uvicorn's."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ssl_certfile=str(tls_cert) if tls_cert else None,
+            ssl_keyfile=str(tls_key) if tls_key else None,
+        )
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    return server
 
 
 class Gateway:
@@ -243,18 +266,10 @@ class Gateway:
             rules=self.rules,
             timezone=config.registry.timezone,
         )
-        uv_config = uvicorn.Config(
-            app,
-            host=config.api.listen.host,
-            port=config.api.listen.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ssl_certfile=str(config.api.tls_cert) if config.api.tls_cert else None,
-            ssl_keyfile=str(config.api.tls_key) if config.api.tls_key else None,
-        )
-        self.api_server = uvicorn.Server(uv_config)
-        self.api_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.api_server = api_server(
+            app, config.api.listen.host, config.api.listen.port,
+            tls_cert=config.api.tls_cert, tls_key=config.api.tls_key,
+        )  # fmt: skip
         self.tasks.append(asyncio.create_task(self.api_server.serve()))
         for _ in range(200):
             if self.api_server.started:
