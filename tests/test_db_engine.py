@@ -1,4 +1,5 @@
-"""The SQLite engine: writers serialise with BEGIN IMMEDIATE, readers never wait for them."""
+"""The engines: on SQLite writers serialise with BEGIN IMMEDIATE and readers never wait for
+them; on PostgreSQL readers and audit rows go statement by statement (autocommit)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
-from mailgw.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
+from mailgw.db.engine import (
+    make_engine,
+    make_read_sessionmaker,
+    make_sessionmaker,
+    statement_by_statement,
+)
 
 
 @pytest.fixture
@@ -40,9 +46,38 @@ def test_a_reader_reads_while_a_writer_holds_the_lock(engine) -> None:
         assert reader.execute(text("SELECT count(*) FROM t")).scalar() == 2
 
 
-def test_a_reader_keeps_its_snapshot_across_statements(engine) -> None:
-    with make_read_sessionmaker(engine)() as reader:
+@pytest.mark.parametrize("autocommit", [False, True])  # autocommit is PostgreSQL's alone
+def test_a_reader_keeps_its_snapshot_across_statements(engine, autocommit: bool) -> None:
+    with make_read_sessionmaker(engine, autocommit=autocommit)() as reader:
         assert reader.execute(text("SELECT count(*) FROM t")).scalar() == 1
         with make_sessionmaker(engine)() as writer, writer.begin():
             writer.execute(text("INSERT INTO t VALUES (2)"))
         assert reader.execute(text("SELECT count(*) FROM t")).scalar() == 1
+
+
+def test_sqlite_engines_keep_their_transactions(engine) -> None:
+    assert statement_by_statement(engine) is engine
+
+
+def test_postgresql_readers_and_single_statements_need_no_transaction(database_url) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only (this run is on SQLite)")
+    engine = make_engine(database_url)
+    try:
+        def now_moves_on(sessions) -> bool:  # autocommit: each statement its own transaction
+            with sessions() as session:
+                first = session.execute(text("SELECT now()")).scalar()
+                session.execute(text("SELECT pg_sleep(0.02)"))
+                return session.execute(text("SELECT now()")).scalar() > first
+
+        assert now_moves_on(make_read_sessionmaker(engine, autocommit=True))
+        assert not now_moves_on(make_read_sessionmaker(engine))  # streamed reads need one
+        assert not now_moves_on(make_sessionmaker(engine))
+        single = statement_by_statement(engine)
+        with single.connect() as conn:
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+            conn.execute(text("INSERT INTO t VALUES (1)"))  # committed without a commit()
+            with engine.connect() as other:
+                assert other.execute(text("SELECT count(*) FROM t")).scalar() == 1
+    finally:
+        engine.dispose()

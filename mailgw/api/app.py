@@ -25,7 +25,7 @@ from mailgw.api import (
 )
 from mailgw.api.auth import Caller, TokenCache, require
 from mailgw.api.common import AUTH_ERRORS
-from mailgw.db.engine import make_read_sessionmaker
+from mailgw.db.engine import make_read_sessionmaker, statement_by_statement
 from mailgw.registry.numbering import DEFAULT_TIMEZONE
 from mailgw.rules.manager import RulesManager
 from mailgw.stats import status_report
@@ -44,7 +44,10 @@ def create_app(
     # /docs is served from the package's own assets (docs_routes): nothing from a CDN.
     app = FastAPI(title="mailgw", version=__version__, docs_url=None, redoc_url=None)
     app.state.sessions = sessions
-    app.state.read_sessions = readers = make_read_sessionmaker(sessions.kw["bind"])
+    engine = sessions.kw["bind"]
+    app.state.read_sessions = readers = make_read_sessionmaker(engine)
+    app.state.quick_read_sessions = make_read_sessionmaker(engine, autocommit=True)
+    app.state.audit_engine = statement_by_statement(engine)
     app.state.data_dir = data_dir
     app.state.started = time.time()
     app.state.rules = rules

@@ -6,7 +6,6 @@ from fastapi import Request
 from sqlalchemy import insert
 
 from mailgw.api.auth import Caller
-from mailgw.api.common import sessions_of
 from mailgw.db.models import AuditEvent
 
 
@@ -32,9 +31,10 @@ def record(
     query: str | None = None,
     status: int = 200,
 ) -> None:
-    """Append one event (its own transaction: the read is logged even if the answer fails).
-    A plain Core INSERT on a pooled connection (no ORM session, no RETURNING): it runs on
-    every read."""
+    """Append one event, committed before the answer is sent (its own transaction: the read
+    is logged even if the answer fails). A plain Core INSERT on a pooled connection (no ORM
+    session, no RETURNING), on PostgreSQL a single autocommitted statement: it runs on every
+    read."""
     values = {
         "token_id": caller.token_id,
         "token_name": caller.name,
@@ -45,5 +45,5 @@ def record(
         "client_addr": client_address(request),
         "status": status,
     }
-    with sessions_of(request).kw["bind"].begin() as conn:
+    with request.app.state.audit_engine.begin() as conn:
         conn.execute(INSERT, values)

@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from mailgw.accounts import find_token, token_digest
-from mailgw.api.common import readers_of
+from mailgw.api.common import quick_readers_of
 from mailgw.db.models import utcnow
 
 _bearer = HTTPBearer(auto_error=False)
@@ -74,7 +74,7 @@ def token_cache(request: Request) -> TokenCache:
 
 
 def _look_up(request: Request, token: str) -> Caller:
-    with readers_of(request)() as session:
+    with quick_readers_of(request)() as session:
         row = find_token(session, token)
         if row is None:
             raise HTTPException(

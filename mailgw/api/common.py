@@ -49,6 +49,12 @@ def readers_of(request: Request) -> sessionmaker[Session]:
     return request.app.state.read_sessions
 
 
+def quick_readers_of(request: Request) -> sessionmaker[Session]:
+    """readers_of() for a read of a few statements that streams nothing (a search, a token, a
+    document): on PostgreSQL without the round trips of a transaction (mailgw.db.engine)."""
+    return request.app.state.quick_read_sessions
+
+
 def data_dir_of(request: Request) -> Path:
     return request.app.state.data_dir
 

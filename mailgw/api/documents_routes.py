@@ -32,7 +32,7 @@ from mailgw.api.common import (
     blob_store,
     content_disposition,
     data_dir_of,
-    readers_of,
+    quick_readers_of,
 )
 from mailgw.db.models import Message
 from mailgw.registry.blobs import BlobError, sha256_hex
@@ -201,7 +201,7 @@ def get_document(
 
 
 def _document(request: Request, entry_id: int) -> DocumentOut | None:
-    with readers_of(request)() as session:
+    with quick_readers_of(request)() as session:
         entry = session.get(RegisterEntry, entry_id)
         if entry is None:
             return None
@@ -270,7 +270,7 @@ def get_document_content(
     """Download the document exactly as archived (checked against its SHA-256). The file
     name is sent as RFC 5987 ``filename*`` so Vietnamese names arrive intact. Audited."""
     resource = f"document:{entry_id}"
-    with readers_of(request)() as session:
+    with quick_readers_of(request)() as session:
         entry = session.get(RegisterEntry, entry_id)
         if entry is not None:
             session.expunge(entry)
@@ -311,7 +311,7 @@ def get_message(
 
 
 def _message(request: Request, ref: str) -> MessageOut | None:
-    with readers_of(request)() as session:
+    with quick_readers_of(request)() as session:
         message = _find_message(session, ref)
         if message is None:
             return None
@@ -357,7 +357,7 @@ def get_message_raw(
 ) -> Response:
     """The original .eml exactly as received (the spool file; the archive's copy when the
     spool file is gone), checked against its SHA-256; 410 once retention removed it. Audited."""
-    with readers_of(request)() as session:
+    with quick_readers_of(request)() as session:
         message = _find_message(session, ref)
         if message is not None:
             session.expunge(message)

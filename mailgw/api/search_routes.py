@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mailgw.api import audit
 from mailgw.api.auth import Caller, require
-from mailgw.api.common import AUTH_ERRORS, readers_of
+from mailgw.api.common import AUTH_ERRORS, quick_readers_of
 from mailgw.search import service
 from mailgw.search.models import DOCUMENT, MESSAGE
 
@@ -83,7 +83,7 @@ def _run(
             limit=int(limit_text),
             cursor=params.cursor or None,
         )
-        with readers_of(request)() as session:
+        with quick_readers_of(request)() as session:
             body: dict[str, Any] = service.search(session, req)
         status = 200
     except service.SearchError as exc:
