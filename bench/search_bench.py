@@ -121,6 +121,7 @@ def run(url: str, runs: int, seed: int) -> None:
         client = http.client.HTTPConnection("127.0.0.1", port)
         rows = measure(readers, client, token, plan)
         audit = audit_commits(engine, runs)
+        health = health_checks(client, runs)
     finally:
         server.terminate()
         server.join()
@@ -134,6 +135,21 @@ def run(url: str, runs: int, seed: int) -> None:
               f"{hits:>5.1f}  {example}")  # fmt: skip
     print(f"{'the audit row alone (insert, commit)':<36} {pct(audit, 50):>7.1f}ms "
           f"{pct(audit, 95):>7.1f}ms  (every API read above waits for one)")  # fmt: skip
+    print(f"{'GET /health over HTTP (no token)':<36} {pct(health, 50):>7.1f}ms "
+          f"{pct(health, 95):>7.1f}ms  (HTTP, routing, one SELECT 1: a floor)")  # fmt: skip
+
+
+def health_checks(client: http.client.HTTPConnection, runs: int) -> list[float]:
+    """The cheapest answer the API gives through the same server: no token, no audit row."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        client.request("GET", "/health")
+        response = client.getresponse()
+        response.read()
+        times.append((time.perf_counter() - t0) * 1000)
+        assert response.status == 200
+    return times
 
 
 def audit_commits(engine, runs: int) -> list[float]:
