@@ -3,6 +3,7 @@ them; on PostgreSQL readers and audit rows go statement by statement (autocommit
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,7 @@ def test_postgresql_readers_and_single_statements_need_no_transaction(database_u
         pytest.skip("PostgreSQL only (this run is on SQLite)")
     engine = make_engine(database_url)
     try:
+
         def now_moves_on(sessions) -> bool:  # autocommit: each statement its own transaction
             with sessions() as session:
                 first = session.execute(text("SELECT now()")).scalar()
@@ -81,3 +83,26 @@ def test_postgresql_readers_and_single_statements_need_no_transaction(database_u
                 assert other.execute(text("SELECT count(*) FROM t")).scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_a_connection_the_server_closed_is_replaced_at_checkout(database_url) -> None:
+    """No request fails on a pooled connection that PostgreSQL has closed meanwhile (a
+    restart, a terminated backend): the pool sees it at checkout and connects anew."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only (this run is on SQLite)")
+    engine, admin = make_engine(database_url), make_engine(database_url)
+    try:
+        with engine.connect() as conn:  # back in the pool, idle
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        with admin.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+            for _ in range(200):  # bounded: the backend exits within milliseconds
+                gone = f"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = {int(pid)}"
+                if conn.execute(text(gone)).scalar():
+                    break
+                time.sleep(0.01)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    finally:
+        engine.dispose()
+        admin.dispose()
