@@ -394,3 +394,19 @@ def test_relevance_windows_rank_the_same_newest_matches(
         assert {q: pages(q) for q in queries} == expected
     if database_url.startswith("postgresql"):
         assert {"walk", "window", "fts"} <= set(drives)
+
+
+def test_a_search_answer_is_utf8_json_and_never_a_non_finite_number() -> None:
+    """The search routes render with pydantic's serializer: what the standard library gives for
+    the same page, and null where a score could not be a JSON number."""
+    import json
+
+    from mailgw.api.search_routes import SearchAnswer
+
+    page = {"query": "giấy mời", "results": [{"snippet": "<mark>Giấy</mark> \"mời\"", "score": 1.5,
+            "id": 2**53, "tags": []}], "next_cursor": None}  # fmt: skip
+    body = SearchAnswer(page).body
+    assert body.decode("utf-8") == json.dumps(page, ensure_ascii=False, separators=(",", ":"))
+    assert json.loads(SearchAnswer({"score": float("nan"), "s": float("inf")}).body) == {
+        "score": None, "s": None,
+    }  # fmt: skip
