@@ -253,6 +253,8 @@ def body_cursor(archive: Archive, sort: str) -> str:
         ("-giay", 0, "not negated"),
         ("urgency:gap", 8, "urgency"),
         ("sha256:abc", 7, "64 hexadecimal"),
+        ("after:0001-01-01", 6, "plausible date"),  # its start in UTC is before year 1
+        ("giay before:1899-12-31", 12, "plausible date"),
     ],
 )
 def test_malformed_queries_answer_400(archive: Archive, q: str, position: int, words: str) -> None:

@@ -19,6 +19,7 @@ from mailgw.search.index import TOKEN, symbol_key, type_key
 
 MAX_LENGTH = 1000
 MAX_TERMS = 32
+MIN_YEAR, MAX_YEAR = 1900, 9999  # year: and the dates of after:/before:
 
 TEXT_FIELDS = ("from", "to", "subject", "filename", "issuer")  # words within one field
 EXACT_FIELDS = ("category", "tag", "symbol", "type", "register", "urgency", "signed", "sha256")
@@ -175,11 +176,13 @@ def _term(
             key = dt.date.fromisoformat(value)
         except ValueError:
             raise QueryError(f"'{field}:{value}' is not a real date", value_at) from None
+        if not MIN_YEAR <= key.year <= MAX_YEAR:  # (0001-01-01 has no UTC start: overflow)
+            raise QueryError(f"'{field}:{value}' is not a plausible date", value_at)
     elif field in NUMBER_FIELDS:
         if not value.isascii() or not value.isdigit() or len(value) > 9:
             raise QueryError(f"'{field}:' needs a whole number, not '{value}'", value_at)
         key = int(value)
-        if field == "year" and not 1900 <= key <= 9999:
+        if field == "year" and not MIN_YEAR <= key <= MAX_YEAR:
             raise QueryError(f"'year:{value}' is not a plausible year", value_at)
     elif field == "sha256":
         key = value.lower()
