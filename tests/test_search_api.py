@@ -23,7 +23,7 @@ from mailgw.mime.parse import parse_message
 from mailgw.pipeline import Job
 from mailgw.registry.blobs import FileBlobStore
 from mailgw.registry.stage import register_stage
-from mailgw.search import sql
+from mailgw.search import service, sql
 from mailgw.search.models import SearchEntry
 from mailgw.search.stage import index_stage
 
@@ -232,6 +232,30 @@ def test_cursor_pages_without_gaps_or_duplicates(archive: Archive, sort: str, mo
     assert len(seen) == 23 and len(set(seen)) == 23
     other = archive.get("/messages", "van", cursor=body_cursor(archive, sort))
     assert other.status_code == 400 and other.json()["param"] == "cursor"
+
+
+@pytest.mark.parametrize(
+    ("sort", "key", "last_id"),
+    [
+        ("date", "2026-03-10T02:00:00+00:00", 2**63),  # beyond BIGINT
+        ("date", "2026-03-10T02:00:00+00:00", -(2**70)),
+        ("date", "2026-03-10T02:00:00+00:00", 0),
+        ("date", "9999-12-31T23:59:59-12:00", 1),  # not a UTC time
+        ("date", "0001-01-01T00:00:00+14:00", 1),
+        ("relevance", 1.5, 2**64),
+        ("relevance", 10**400, 1),  # no float
+        ("relevance", float("nan"), 1),
+        ("relevance", float("inf"), 1),
+    ],
+)
+def test_forged_cursors_answer_400(corpus: Archive, sort: str, key, last_id: int) -> None:
+    """The cursor is only base64 JSON: one made by hand with the right fingerprint must still
+    be checked, never reach the database as an out-of-range value (a 500)."""
+    fp = service._fingerprint("document", "de an", sort, "desc")
+    cursor = service.encode_cursor(fp, key, last_id)
+    response = corpus.get("/documents", "de an", sort=sort, cursor=cursor)
+    assert response.status_code == 400, response.text
+    assert response.json()["param"] == "cursor"
 
 
 def body_cursor(archive: Archive, sort: str) -> str:

@@ -7,6 +7,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from mailgw.search.sql import Plan, execute
 SORTS = ("relevance", "date")
 ORDERS = ("desc", "asc")
 MAX_LIMIT = 100
+MAX_ID = 2**63 - 1  # search_index.id is a BIGINT
 
 
 class SearchError(ValueError):
@@ -74,19 +76,24 @@ def decode_cursor(cursor: str, fp: str, sort: str) -> tuple[Any, int]:
         last_id = data["i"]
         if not isinstance(last_id, int) or isinstance(last_id, bool):
             raise bad
+        if not 1 <= last_id <= MAX_ID:  # (the cursor is not signed: anything can be sent)
+            raise bad
         if sort == "date":
             key: Any = dt.datetime.fromisoformat(data["k"])
             if key.tzinfo is None:
                 raise bad
+            key = key.astimezone(dt.UTC)  # OverflowError: no UTC time
         else:
             key = data["k"]
             if not isinstance(key, int | float) or isinstance(key, bool):
                 raise bad
-            key = float(key)
+            key = float(key)  # OverflowError: beyond a float
+            if not math.isfinite(key):
+                raise bad
         return key, last_id
     except SearchError:
         raise
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise bad from None
 
 
