@@ -223,6 +223,7 @@ async def test_registers_pages_and_verify_finds_a_tampered_entry(archive) -> Non
             await client.get(f"/registers/default/{year}?limit=3&offset=3", headers=bearer(t))
         ).json()
         nothing = await client.get(f"/registers/nope/{year}", headers=bearer(t))
+        no_verify = await client.get("/registers/nope/verify", headers=bearer(t))
         ok = (await client.get("/registers/default/verify", headers=bearer(t))).json()
         with gw.sessions() as session, session.begin():
             session.execute(
@@ -237,15 +238,21 @@ async def test_registers_pages_and_verify_finds_a_tampered_entry(archive) -> Non
     assert page1["total"] == 5 and page2["total"] == 5
     assert [e["number"] for e in page1["entries"]] == [1, 2, 3]
     assert [e["number"] for e in page2["entries"]] == [4, 5]
-    assert nothing.status_code == 404
+    assert nothing.status_code == 404 and no_verify.status_code == 404
     assert ok["ok"] is True and ok["entries"] == 5 and ok["problems"] == []
     assert bad["ok"] is False
     assert bad["first_problem"]["kind"] == "changed"
     assert bad["first_problem"]["seq"] == entries[1].seq
     assert "was changed" in bad["first_problem"]["message"]
-    assert [r.action for r in audit_rows(gw)] == [
-        "register.read", "register.read", "register.verify", "register.verify",
-    ]  # fmt: skip
+    # reads that find nothing are audited too (docs/api.md), with status 404
+    assert [(r.action, r.resource, r.status) for r in audit_rows(gw)] == [
+        ("register.read", f"register:default/{year}", 200),
+        ("register.read", f"register:default/{year}", 200),
+        ("register.read", f"register:nope/{year}", 404),
+        ("register.verify", "register:nope", 404),
+        ("register.verify", "register:default", 200),
+        ("register.verify", "register:default", 200),
+    ]
 
 
 async def test_stats_on_known_data(archive) -> None:

@@ -114,11 +114,14 @@ def verify(
     numbering and (``blobs=true``) archived files that are missing or altered. A raw-message
     blob that retention removed (and recorded) is counted in ``purged_raw_blobs`` instead."""
     with readers_of(request)() as session:
-        if name not in register_names(session):
-            raise HTTPException(404, f"no register {name}")
-        report = verify_register(session, name, blob_store(request) if blobs else None)
+        known = name in register_names(session)
+        if known:
+            report = verify_register(session, name, blob_store(request) if blobs else None)
+    # a register that does not exist is audited too (status 404), as every read is
     audit.record(request, caller, "register.verify", resource=f"register:{name}",
-                 query=f"blobs={str(blobs).lower()}")  # fmt: skip
+                 query=f"blobs={str(blobs).lower()}", status=200 if known else 404)  # fmt: skip
+    if not known:
+        raise HTTPException(404, f"no register {name}")
     problems = [ProblemOut(kind=p.kind, seq=p.seq, message=p.message) for p in report.problems]
     return VerifyOut(
         register=name,
@@ -147,8 +150,7 @@ def register_entries(
     where = (RegisterEntry.register == name, RegisterEntry.year == year)
     with readers_of(request)() as session:
         total = session.scalar(select(func.count()).select_from(RegisterEntry).where(*where)) or 0
-        if total == 0 and name not in register_names(session):
-            raise HTTPException(404, f"no register {name}")
+        known = total > 0 or name in register_names(session)
         rows = session.scalars(
             select(RegisterEntry)
             .where(*where)
@@ -158,7 +160,9 @@ def register_entries(
         ).all()
         entries = [EntryOut.model_validate(e, from_attributes=True) for e in rows]
     audit.record(request, caller, "register.read", resource=f"register:{name}/{year}",
-                 query=f"offset={offset}&limit={limit}")  # fmt: skip
+                 query=f"offset={offset}&limit={limit}", status=200 if known else 404)  # fmt: skip
+    if not known:
+        raise HTTPException(404, f"no register {name}")
     return EntriesPage(
         register=name, year=year, total=total, offset=offset, limit=limit, entries=entries
     )
