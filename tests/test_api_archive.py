@@ -177,6 +177,27 @@ async def test_document_view_and_download_are_audited(archive) -> None:
     assert all(r.at <= dt.datetime.now(dt.UTC) for r in rows)
 
 
+async def test_a_text_document_is_served_without_an_invented_charset(archive) -> None:
+    """The register keeps the bare content type (text/plain): the download must not claim a
+    charset the gateway never read, such as the UTF-8 Starlette adds to text/* answers."""
+    gw = archive
+    legacy = "Báo cáo quý I".encode("cp1252")  # not UTF-8
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"], msg["To"] = "vanthu@example.gov.vn", "lanhdao@example.gov.vn"
+    msg["Subject"], msg["Message-ID"] = "Báo cáo", "<api-text@example.gov.vn>"
+    msg.set_content("Kính gửi.\n")
+    msg.add_attachment(legacy, maintype="text", subtype="plain", filename="bao-cao.txt")
+    sent = await deliver(gw, msg.as_bytes())
+    with gw.sessions() as session:
+        entry = session.scalar(select(RegisterEntry).where(RegisterEntry.message_row_id == sent.id))
+    assert entry is not None and entry.content_type == "text/plain"
+    async with api(gw) as client:
+        content = await client.get(f"/documents/{entry.id}/content",
+                                   headers=bearer(token(gw, "auditor")))  # fmt: skip
+    assert content.status_code == 200 and content.content == legacy
+    assert content.headers["content-type"] == "text/plain"
+
+
 async def test_message_and_raw_message_are_audited(archive) -> None:
     gw = archive
     first = gw.test_data["messages"][0]

@@ -288,8 +288,10 @@ def get_document_content(
     audit.record(request, caller, "document.download", resource=resource)
     return Response(
         content=data,
-        media_type=entry.content_type or "application/octet-stream",
         headers={
+            # as a header, not media_type: Starlette would add "; charset=utf-8" to text/*,
+            # a charset the register never recorded (the bytes are as received)
+            "Content-Type": entry.content_type or "application/octet-stream",
             "Content-Disposition": content_disposition(download_name(entry)),
             "X-Content-SHA256": entry.sha256,
         },
