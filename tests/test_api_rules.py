@@ -47,6 +47,9 @@ async def test_put_rules_on_a_file_gateway(config: Config, tmp_path: Path, make_
         assert syntax.status_code == 400 and syntax.json()["detail"]["problems"][0]["line"] == 1
         not_utf8 = await client.put("/rules", headers=admin, content=b"\xff\xfe")
         assert not_utf8.status_code == 400
+        deep = await client.put("/rules", headers=admin, content=b"a = " + b"[" * 5000)
+        assert deep.status_code == 400, deep.text  # tomllib's RecursionError: not a 500
+        assert "nested too deeply" in deep.json()["detail"]["problems"][0]["message"]
 
         good = await client.put(
             "/rules", headers={**admin, "Content-Type": "application/toml"}, content=DIRECTIVE
@@ -67,7 +70,7 @@ async def test_put_rules_on_a_file_gateway(config: Config, tmp_path: Path, make_
     assert row.category == "announcement" and row.rules_version == after["version"]
     assert gw.rules.version == after["version"]
     actions = [(r.action, r.status) for r in _audit(gw)]
-    assert actions == [("rules.update", 400)] * 3 + [("rules.update", 200)]
+    assert actions == [("rules.update", 400)] * 4 + [("rules.update", 200)]
 
 
 def _audit(gw):

@@ -393,6 +393,9 @@ class _Loader:
         except tomllib.TOMLDecodeError as e:
             self.problems.append(_syntax_problem(source, text, e))
             return []
+        except RecursionError:  # tomllib recurses once per level of [ or {
+            self.problems.append(Problem(source, 1, 1, "TOML syntax error: nested too deeply"))
+            return []
         pos = scan_positions(text)
         f = _FileLoader(self, source, text, pos)
         f.unknown_keys(data, (), _TOP_KEYS, "the rules file")
