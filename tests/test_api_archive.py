@@ -198,6 +198,34 @@ async def test_a_text_document_is_served_without_an_invented_charset(archive) ->
     assert content.headers["content-type"] == "text/plain"
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [b"application/pdf\r\n extra", b"application/x-\xe2\x82\xac", b"application/x\x01y"],
+    ids=["folded", "8bit", "control"],
+)
+async def test_a_document_with_a_malformed_content_type_downloads(archive, content_type) -> None:
+    """The parser keeps a part's Content-Type as written (a folded line, 8-bit bytes, control
+    characters): sent back as a header it is not a legal HTTP header value, and the download
+    failed (500). It is then sent as application/octet-stream; the entry keeps the original."""
+    gw = archive
+    raw = (b"From: vanthu@example.gov.vn\r\nTo: lanhdao@example.gov.vn\r\nSubject: ct\r\n"
+           b"Message-ID: <api-ct@example.gov.vn>\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+           b"Content-Type: text/plain\r\n\r\nbody\r\n--b\r\nContent-Type: " + content_type +
+           b"\r\nContent-Disposition: attachment; filename=\"a.bin\"\r\n\r\nthe file\r\n"
+           b"--b--\r\n")  # fmt: skip
+    sent = await deliver(gw, raw)
+    with gw.sessions() as session:
+        entry = session.scalar(select(RegisterEntry).where(RegisterEntry.message_row_id == sent.id))
+    assert entry is not None and entry.filename == "a.bin"
+    async with api(gw) as client:
+        content = await client.get(f"/documents/{entry.id}/content",
+                                   headers=bearer(token(gw, "auditor")))  # fmt: skip
+    assert content.status_code == 200, content.text
+    assert content.content == b"the file"
+    assert content.headers["content-type"] == "application/octet-stream"
+
+
 async def test_message_and_raw_message_are_audited(archive) -> None:
     gw = archive
     first = gw.test_data["messages"][0]

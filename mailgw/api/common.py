@@ -4,6 +4,7 @@ parameters (so a bad id or filter is a 4xx, never a database error), and file an
 from __future__ import annotations
 
 import datetime as dt
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,17 @@ def as_utc(value: dt.datetime | None, name: str) -> dt.datetime | None:
         return value.astimezone(dt.UTC)
     except (OverflowError, ValueError):
         raise HTTPException(422, f"{name}: not a representable UTC time") from None
+
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 9110 token
+_MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}\Z")
+
+
+def media_type(value: str | None) -> str:
+    """``value`` if it is a plain type/subtype, else application/octet-stream: a part's
+    Content-Type is archived as written (folded lines, 8-bit or control characters included),
+    which may not be a legal HTTP header value."""
+    return value if value and _MEDIA_TYPE.match(value) else "application/octet-stream"
 
 
 def content_disposition(filename: str, disposition: str = "attachment") -> str:

@@ -32,6 +32,7 @@ from mailgw.api.common import (
     blob_store,
     content_disposition,
     data_dir_of,
+    media_type,
     quick_readers_of,
 )
 from mailgw.db.models import Message
@@ -289,9 +290,9 @@ def get_document_content(
     return Response(
         content=data,
         headers={
-            # as a header, not media_type: Starlette would add "; charset=utf-8" to text/*,
+            # a header, not Response(media_type=): Starlette would add "; charset=utf-8" to text/*,
             # a charset the register never recorded (the bytes are as received)
-            "Content-Type": entry.content_type or "application/octet-stream",
+            "Content-Type": media_type(entry.content_type),
             "Content-Disposition": content_disposition(download_name(entry)),
             "X-Content-SHA256": entry.sha256,
         },
