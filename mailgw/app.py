@@ -89,7 +89,8 @@ def api_server(
     app: FastAPI, host: str, port: int, *, tls_cert: Path | None = None, tls_key: Path | None = None
 ) -> uvicorn.Server:
     """uvicorn serving the API inside the gateway's own event loop: no access log (the audit
-    log records reads), no lifespan, and the gateway's signal handlers, not uvicorn's."""
+    log records reads), no proxy headers, no lifespan, and the gateway's signal handlers, not
+    uvicorn's."""
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -98,6 +99,9 @@ def api_server(
             log_level="warning",
             access_log=False,
             lifespan="off",
+            # the audit log records the TCP peer: uvicorn would take X-Forwarded-For from any
+            # client on 127.0.0.1 (its default forwarded_allow_ips), the default listen address
+            proxy_headers=False,
             ssl_certfile=str(tls_cert) if tls_cert else None,
             ssl_keyfile=str(tls_key) if tls_key else None,
         )

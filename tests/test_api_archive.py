@@ -226,6 +226,19 @@ async def test_a_document_with_a_malformed_content_type_downloads(archive, conte
     assert content.headers["content-type"] == "application/octet-stream"
 
 
+async def test_the_audited_client_address_cannot_be_forged(archive) -> None:
+    """uvicorn trusts X-Forwarded-For from 127.0.0.1 by default, and the API listens there
+    (a local user, an SSH tunnel): the audit log must record the peer, not what it claims."""
+    gw = archive
+    entry = gw.test_data["entries"][0]
+    forged = {"X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.9"}
+    async with api(gw) as client:
+        response = await client.get(f"/documents/{entry.id}",
+                                    headers={**bearer(token(gw, "auditor")), **forged})  # fmt: skip
+    assert response.status_code == 200
+    assert [r.client_addr for r in audit_rows(gw)] == ["127.0.0.1"]
+
+
 async def test_message_and_raw_message_are_audited(archive) -> None:
     gw = archive
     first = gw.test_data["messages"][0]
