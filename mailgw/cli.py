@@ -15,14 +15,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mailgw import __version__, accounts, aio
+from mailgw import __version__, accounts, aio, mailqueue
 from mailgw.app import Gateway, RulesFileError, SchemaOutOfDate, open_database
 from mailgw.config import Config, ConfigError, load_config
 from mailgw.db.engine import make_engine, make_sessionmaker
 from mailgw.db.migrate import current_revision, head_revision, upgrade
-from mailgw.db.models import DEFERRED, DELETED, HELD, QUEUED, SENDING, ApiToken, Message, utcnow
-
-QUEUE_EDITABLE = (HELD, DEFERRED, QUEUED)
+from mailgw.db.models import ApiToken, Message, utcnow
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -98,7 +96,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _find(session: Session, queue_id: str) -> Message:
-    row = session.scalar(select(Message).where(Message.queue_id == queue_id.upper()))
+    row = mailqueue.find(session, queue_id)
     if row is None:
         raise SystemExit(f"mailgw: no message {queue_id}")
     return row
@@ -113,11 +111,7 @@ def _queue_line(m: Message) -> str:
 
 def cmd_queue_list(args: argparse.Namespace) -> int:
     def work(session: Session) -> int:
-        states = [args.state] if args.state else [HELD, DEFERRED, QUEUED, SENDING]
-        query = (
-            select(Message).where(Message.state.in_(states)).order_by(Message.id).limit(args.limit)
-        )
-        rows = list(session.scalars(query))
+        rows = list(session.scalars(mailqueue.waiting(args.state).limit(args.limit)))
         for m in rows:
             print(_queue_line(m))
         print(f"-- {len(rows)} message(s)", file=sys.stderr)
@@ -142,39 +136,16 @@ def cmd_queue_show(args: argparse.Namespace) -> int:
     return _with_session(args, work)
 
 
-def _purged(session: Session, queue_ids: list[str]) -> list[str]:
-    """Why each of these messages cannot be sent again: its raw bytes are gone (retention)."""
-    rows = session.execute(
-        select(Message.queue_id, Message.raw_purged_at).where(
-            Message.queue_id.in_(queue_ids), Message.raw_purged_at.is_not(None)
-        )
-    )
-    return [f"{qid}: its raw message was purged on {at:%Y-%m-%d} (retention)" for qid, at in rows]
-
-
 def cmd_queue_retry(args: argparse.Namespace) -> int:
     def work(session: Session) -> int:
-        query = update(Message).where(
-            Message.state.in_(QUEUE_EDITABLE), Message.raw_purged_at.is_(None)
-        )
-        if not args.all:
-            ids = [q.upper() for q in args.queue_ids]
-            refused = _purged(session, ids)
-            for reason in refused:
-                print(f"mailgw: {reason}: it cannot be delivered again", file=sys.stderr)
-            if refused:
-                return 1
-            query = query.where(Message.queue_id.in_(ids))
-        now = utcnow()
-        result = session.execute(
-            query.values(
-                state=QUEUED,
-                next_attempt_at=now,
-                hold_reason=None,
-                expires_at=now + dt.timedelta(hours=_config(args).relay.max_lifetime_hours),
-            )
-        )
-        print(f"{result.rowcount} message(s) queued for delivery now")
+        ids = None if args.all else list(args.queue_ids)
+        refused = mailqueue.purged(session, ids) if ids else []
+        for reason in refused:
+            print(f"mailgw: {reason}: it cannot be delivered again", file=sys.stderr)
+        if refused:
+            return 1
+        lifetime = dt.timedelta(hours=_config(args).relay.max_lifetime_hours)
+        print(f"{mailqueue.retry(session, ids, lifetime)} message(s) queued for delivery now")
         return 0
 
     return _with_session(args, work)
@@ -182,14 +153,9 @@ def cmd_queue_retry(args: argparse.Namespace) -> int:
 
 def cmd_queue_delete(args: argparse.Namespace) -> int:
     def work(session: Session) -> int:
-        ids = [q.upper() for q in args.queue_ids]
-        result = session.execute(
-            update(Message)
-            .where(Message.queue_id.in_(ids), Message.state.in_(QUEUE_EDITABLE))
-            .values(state=DELETED, hold_reason="deleted by an administrator")
-        )
-        print(f"{result.rowcount} message(s) deleted from the queue (the archive keeps them)")
-        return 0 if result.rowcount == len(ids) else 1
+        deleted = mailqueue.delete(session, args.queue_ids)
+        print(f"{deleted} message(s) deleted from the queue (the archive keeps them)")
+        return 0 if deleted == len(args.queue_ids) else 1
 
     return _with_session(args, work)
 
@@ -284,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="queue_cmd", required=True
     )
     p = command("list", cmd_queue_list, "list messages waiting in the queue", queue)
-    p.add_argument("--state", choices=[HELD, DEFERRED, QUEUED, SENDING])
+    p.add_argument("--state", choices=mailqueue.WAITING)
     p.add_argument("--limit", type=int, default=1000)
     command("show", cmd_queue_show, "show one message", queue).add_argument("queue_id")
     p = command("retry", cmd_queue_retry, "deliver held/deferred messages now", queue)
