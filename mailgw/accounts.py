@@ -21,6 +21,14 @@ class AccountError(Exception):
     pass
 
 
+class NoSuchUser(AccountError):
+    pass
+
+
+class UserExists(AccountError):
+    pass
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
@@ -49,30 +57,39 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 def add_user(session: Session, username: str, password: str) -> User:
+    """A new, enabled account. The password is hashed before the database is touched: on
+    SQLite the hash (tens of milliseconds) must not hold the write lock mail intake waits for."""
     username = username.strip()
     if not username or any(c.isspace() for c in username):
         raise AccountError("a user name must be non-empty and have no spaces")
     if not password:
         raise AccountError("the password must not be empty")
-    if session.scalar(select(User).where(User.username == username)):
-        raise AccountError(f"user {username!r} exists already")
-    user = User(username=username, password_hash=hash_password(password))
+    password_hash = hash_password(password)
+    if find_user(session, username) is not None:
+        raise UserExists(f"user {username!r} exists already")
+    user = User(username=username, password_hash=password_hash)
     session.add(user)
     return user
 
 
+def find_user(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
 def _user(session: Session, username: str) -> User:
-    user = session.scalar(select(User).where(User.username == username))
+    user = find_user(session, username)
     if user is None:
-        raise AccountError(f"no user {username!r}")
+        raise NoSuchUser(f"no user {username!r}")
     return user
 
 
 def set_password(session: Session, username: str, password: str) -> None:
+    """A new password (hashed first, as in add_user)."""
     if not password:
         raise AccountError("the password must not be empty")
+    password_hash = hash_password(password)
     user = _user(session, username)
-    user.password_hash = hash_password(password)
+    user.password_hash = password_hash
     user.updated_at = utcnow()
 
 
@@ -83,7 +100,7 @@ def set_disabled(session: Session, username: str, disabled: bool) -> None:
 
 
 def check_credentials(session: Session, username: str, password: str) -> bool:
-    user = session.scalar(select(User).where(User.username == username))
+    user = find_user(session, username)
     if user is None or user.disabled:
         # Spend the same time as a real check so user names cannot be probed by timing.
         verify_password(password, _DUMMY_HASH)
