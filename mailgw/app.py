@@ -269,6 +269,8 @@ class Gateway:
             config.storage.min_free_mb,
             rules=self.rules,
             timezone=config.registry.timezone,
+            relay_lifetime=dt.timedelta(hours=config.relay.max_lifetime_hours),
+            forget_logins=self.ingress.credentials.clear,
         )
         self.api_server = api_server(
             app, config.api.listen.host, config.api.listen.port,

@@ -43,6 +43,7 @@ class Ingress:
         self.handler = GatewayHandler(spool, policy)
         self.servers: list[asyncio.Server] = []
         self.listening: dict[str, tuple[str, int]] = {}
+        self.credentials = CredentialCache(self._check_credentials)
 
     async def _check_credentials(self, username: str, password: str) -> bool:
         def run() -> bool:
@@ -53,7 +54,6 @@ class Ingress:
 
     async def start(self) -> None:
         smtp = self.config.smtp
-        credentials = CredentialCache(self._check_credentials)
         tls = None
         if smtp.tls_cert and smtp.tls_key:
             tls = server_tls_context(str(smtp.tls_cert), str(smtp.tls_key))
@@ -69,7 +69,7 @@ class Ingress:
             if listen is None:
                 continue
             server = await start_listener(
-                self.handler, kind, listen.host, listen.port, credentials, smtp.timeout
+                self.handler, kind, listen.host, listen.port, self.credentials, smtp.timeout
             )
             self.servers.append(server)
             sock = server.sockets[0].getsockname()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,16 @@ from mailgw.api import (
     docs_routes,
     documents_routes,
     metrics_routes,
+    queue_routes,
     registers_routes,
     rules_routes,
     search_routes,
     stats_routes,
+    users_routes,
 )
 from mailgw.api.auth import Caller, TokenCache, require
 from mailgw.api.common import AUTH_ERRORS
+from mailgw.config import RelayConfig
 from mailgw.db.engine import make_read_sessionmaker, statement_by_statement
 from mailgw.registry.numbering import DEFAULT_TIMEZONE
 from mailgw.rules.manager import RulesManager
@@ -38,9 +43,14 @@ def create_app(
     *,
     rules: RulesManager | None = None,
     timezone: str = DEFAULT_TIMEZONE,
+    relay_lifetime: dt.timedelta = dt.timedelta(hours=RelayConfig.max_lifetime_hours),
+    forget_logins: Callable[[], None] = lambda: None,
 ) -> FastAPI:
     """The API. ``rules``: the gateway's rules manager (the /rules routes answer 503 without
-    it); ``timezone``: the registry's, for months and years in /stats."""
+    it); ``timezone``: the registry's, for months and years in /stats; ``relay_lifetime``: how
+    long mail sent again from the queue is tried (``relay.max_lifetime_hours``);
+    ``forget_logins``: called when an SMTP account changes, so that the listeners' remembered
+    logins (mailgw.smtp.server.CredentialCache) do not outlive a new password or a disable."""
     # /docs is served from the package's own assets (docs_routes): nothing from a CDN.
     app = FastAPI(title="mailgw", version=__version__, docs_url=None, redoc_url=None)
     app.state.sessions = sessions
@@ -52,11 +62,14 @@ def create_app(
     app.state.started = time.time()
     app.state.rules = rules
     app.state.timezone = timezone
+    app.state.relay_lifetime = relay_lifetime
+    app.state.forget_logins = forget_logins
     app.state.token_cache = TokenCache()
     # Routes are matched in order, each in turn (about 10 µs apiece): searches, the most
     # frequent reads, come first.
     for module in (search_routes, documents_routes, registers_routes, stats_routes,
-                   rules_routes, admin_routes, metrics_routes, docs_routes):  # fmt: skip
+                   rules_routes, admin_routes, queue_routes, users_routes, metrics_routes,
+                   docs_routes):  # fmt: skip
         app.include_router(module.router)
 
     @app.get(

@@ -192,6 +192,10 @@ class CredentialCache:
             self._ok[key] = now + self.ttl
         return ok
 
+    def clear(self) -> None:
+        """Forget every remembered login: an account was disabled or its password changed."""
+        self._ok.clear()
+
 
 class GatewayHandler:
     """aiosmtpd handler: policy at MAIL/RCPT, durable spooling at DATA."""
