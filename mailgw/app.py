@@ -271,6 +271,7 @@ class Gateway:
             timezone=config.registry.timezone,
             relay_lifetime=dt.timedelta(hours=config.relay.max_lifetime_hours),
             forget_logins=self.ingress.credentials.clear,
+            units=config.registry.units,
         )
         self.api_server = api_server(
             app, config.api.listen.host, config.api.listen.port,

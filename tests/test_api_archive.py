@@ -331,6 +331,7 @@ async def test_stats_on_known_data(archive) -> None:
     assert body["messages"] == {
         "total": 3,
         "by_category": {"report": 3},
+        "by_unit": {"Văn phòng UBND": 3},
         "by_month": {key: 3},
         "by_state": {"held": 3},
     }
@@ -454,3 +455,22 @@ async def test_api_serves_https_when_configured(config: Config, tmp_path: Path, 
     async with api(gw, "http") as plain:
         with pytest.raises(httpx.HTTPError):
             await plain.get("/health")
+
+
+async def test_stats_count_a_message_for_each_receiving_unit(
+    config: Config, tmp_path: Path, make_gateway
+) -> None:
+    """A message to two units counts for each, as its document does; a recipient that
+    [registry.units] does not name is its own unit (its address)."""
+    rules_file(config, tmp_path)
+    config.registry.units["@so.example.gov.vn"] = "Sở Nội vụ"
+    gw = await make_gateway(config)
+    rcpts = ["lanhdao@example.gov.vn", "a@so.example.gov.vn", "b@so.example.gov.vn",
+             "chuyenvien@example.gov.vn"]  # fmt: skip
+    _, reply = await send(gw, message(7), rcpts)
+    await wait_state(gw, reply.rsplit(" ", 1)[-1], ("held",))
+    async with api(gw) as client:
+        body = (await client.get("/stats", headers=bearer(token(gw, "auditor")))).json()
+    units = {"Văn phòng UBND": 1, "Sở Nội vụ": 1, "chuyenvien@example.gov.vn": 1}
+    assert body["messages"]["by_unit"] == units
+    assert body["documents"]["by_unit"] == units

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,14 @@ def create_app(
     timezone: str = DEFAULT_TIMEZONE,
     relay_lifetime: dt.timedelta = dt.timedelta(hours=RelayConfig.max_lifetime_hours),
     forget_logins: Callable[[], None] = lambda: None,
+    units: Mapping[str, str] | None = None,
 ) -> FastAPI:
     """The API. ``rules``: the gateway's rules manager (the /rules routes answer 503 without
     it); ``timezone``: the registry's, for months and years in /stats; ``relay_lifetime``: how
     long mail sent again from the queue is tried (``relay.max_lifetime_hours``);
     ``forget_logins``: called when an SMTP account changes, so that the listeners' remembered
-    logins (mailgw.smtp.server.CredentialCache) do not outlive a new password or a disable."""
+    logins (mailgw.smtp.server.CredentialCache) do not outlive a new password or a disable;
+    ``units``: the receiving units by recipient (``[registry.units]``), for /stats."""
     # /docs is served from the package's own assets (docs_routes): nothing from a CDN.
     app = FastAPI(title="mailgw", version=__version__, docs_url=None, redoc_url=None)
     app.state.sessions = sessions
@@ -64,6 +66,7 @@ def create_app(
     app.state.timezone = timezone
     app.state.relay_lifetime = relay_lifetime
     app.state.forget_logins = forget_logins
+    app.state.units = dict(units or {})
     app.state.token_cache = TokenCache()
     # Routes are matched in order, each in turn (about 10 µs apiece): searches, the most
     # frequent reads, come first.

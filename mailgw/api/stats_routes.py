@@ -17,6 +17,7 @@ from mailgw.api.auth import Caller, require
 from mailgw.api.common import AUTH_ERRORS, readers_of
 from mailgw.db.models import Message
 from mailgw.registry.models import RegisterEntry
+from mailgw.registry.register import unit_of
 
 router = APIRouter(tags=["statistics"])
 
@@ -35,6 +36,7 @@ SHARE_DEFINITION = (
 class MessageStats(BaseModel):
     total: int  # received over SMTP or IMAP (the gateway's own DSNs are not counted)
     by_category: dict[str, int]
+    by_unit: dict[str, int]  # receiving unit of the recipients (a message to two counts for each)
     by_month: dict[str, int]  # "YYYY-MM" in the register time zone
     by_state: dict[str, int]
 
@@ -94,12 +96,16 @@ def stats(
         m_state = session.execute(
             select(Message.state, func.count()).where(*m_where).group_by(Message.state)
         ).all()
-        m_month: Counter[str] = Counter(
-            _month(t, zone)
-            for t in session.scalars(
-                select(Message.received_at).where(*m_where).execution_options(yield_per=5000)
-            )
-        )
+        m_month: Counter[str] = Counter()
+        m_unit: Counter[str] = Counter()
+        units = request.app.state.units  # [registry.units], as the register applies it
+        for received_at, rcpt_to in session.execute(
+            select(Message.received_at, Message.rcpt_to)
+            .where(*m_where)
+            .execution_options(yield_per=5000)
+        ):
+            m_month[_month(received_at, zone)] += 1
+            m_unit.update(_units(unit_of(rcpt_to or [], units)) or [NO_UNIT])
         docs = session.execute(
             select(RegisterEntry.register, RegisterEntry.arrival, RegisterEntry.unit,
                    RegisterEntry.signature, Message.category)
@@ -116,8 +122,7 @@ def stats(
         by_register[register] += 1
         by_month[_month(arrival, zone)] += 1
         by_category[category or UNCLASSIFIED] += 1
-        units = dict.fromkeys(x.strip() for x in (unit or "").split(";") if x.strip())
-        by_unit.update(units.keys() or [NO_UNIT])
+        by_unit.update(_units(unit) or [NO_UNIT])
         if isinstance(signature, dict) and signature.get("valid") is True:
             signed += 1
     total_docs = len(docs)
@@ -127,6 +132,7 @@ def stats(
         messages=MessageStats(
             total=sum(n for _, n in m_cat),
             by_category={(c or UNCLASSIFIED): n for c, n in sorted(m_cat, key=_key)},
+            by_unit=dict(sorted(m_unit.items())),
             by_month=dict(sorted(m_month.items())),
             by_state=dict(sorted(m_state)),
         ),
@@ -146,6 +152,11 @@ def stats(
             definition=SHARE_DEFINITION,
         ),
     )
+
+
+def _units(unit: str | None) -> list[str]:
+    """The units of a register entry's "unit" column ("A; B"), each once."""
+    return list(dict.fromkeys(x.strip() for x in (unit or "").split(";") if x.strip()))
 
 
 def _key(row: tuple[str | None, int]) -> str:
