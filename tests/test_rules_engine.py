@@ -70,6 +70,14 @@ def test_syntax_error_has_tomllib_position() -> None:
     assert msg.startswith("TOML syntax error")
 
 
+def test_a_byte_order_mark_is_allowed_and_positions_stay_right() -> None:
+    """Notepad saves UTF-8 with a BOM: the file loads, and problems keep their place."""
+    text = '[[rule]]\nname = "a"\nthen.tags = ["t"]\n'
+    assert [r.name for r in load_rules("\ufeff" + text).rules] == ["a"]
+    [(line, col, msg)] = problems('\ufeff[[rule]]\nname = "a"\nthen.category = "reprot"\n')
+    assert (line, col) == (3, 17) and "unknown category" in msg
+
+
 def test_unknown_field_operator_category_located() -> None:
     text = (
         "# comment\n"  # 1

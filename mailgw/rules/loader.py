@@ -388,6 +388,9 @@ class _Loader:
 
     def load(self, text: str, source: str, stack: tuple[str, ...]) -> list[Rule]:
         self.sources.append(source)
+        # Windows editors (Notepad) start a UTF-8 file with a byte-order mark, which TOML does
+        # not allow; it is invisible, so lines and columns are the same without it.
+        text = text.removeprefix("\ufeff")
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
