@@ -50,6 +50,11 @@ async def test_put_rules_on_a_file_gateway(config: Config, tmp_path: Path, make_
         deep = await client.put("/rules", headers=admin, content=b"a = " + b"[" * 5000)
         assert deep.status_code == 400, deep.text  # tomllib's RecursionError: not a 500
         assert "nested too deeply" in deep.json()["detail"]["problems"][0]["message"]
+        for nothing in (b"", b"# only a comment\n"):  # curl -T of a file that is not there
+            empty = await client.put("/rules", headers=admin, content=nothing)
+            assert empty.status_code == 400, empty.text
+            assert "no rules" in empty.json()["detail"]["problems"][0]["message"]
+        assert path.read_text(encoding="utf-8") == REPORT
 
         good = await client.put(
             "/rules", headers={**admin, "Content-Type": "application/toml"}, content=DIRECTIVE
@@ -70,7 +75,7 @@ async def test_put_rules_on_a_file_gateway(config: Config, tmp_path: Path, make_
     assert row.category == "announcement" and row.rules_version == after["version"]
     assert gw.rules.version == after["version"]
     actions = [(r.action, r.status) for r in _audit(gw)]
-    assert actions == [("rules.update", 400)] * 4 + [("rules.update", 200)]
+    assert actions == [("rules.update", 400)] * 6 + [("rules.update", 200)]
 
 
 def _audit(gw):

@@ -45,6 +45,18 @@ def test_reload_keeps_last_good_and_reports(tmp_path: Path) -> None:
     assert m.reload() == [] and len(seen) == 2  # unchanged text: not reported again
 
 
+def test_a_file_emptied_while_saved_keeps_the_rules(tmp_path: Path) -> None:
+    """An editor truncates the file, then writes it: a reload in between must not switch every
+    message to no rules (no category, nothing registered)."""
+    path = tmp_path / "rules.toml"
+    path.write_text(GOOD, encoding="utf-8")
+    m = RulesManager(path)
+    path.write_text("", encoding="utf-8")
+    problems = m.reload()
+    assert problems and "no rules" in problems[0].message
+    assert m.active.names == ["a"]
+
+
 def test_bad_file_at_start_falls_back_to_defaults(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
     path.write_text(BAD, encoding="utf-8")

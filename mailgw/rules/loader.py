@@ -535,6 +535,10 @@ def load_rules(text: str, source: str = "<string>") -> RuleSet:
     loader = _Loader()
     own_key = str(Path(source).resolve()) if not source.startswith("<") else source
     rules = loader.load(text, source, (own_key,))
+    if not rules and not loader.problems:
+        # Most likely a file caught half-written by an editor, or an upload of nothing: taken
+        # as it is, every message would go unclassified and no document would be registered.
+        loader.problems.append(Problem(source, 1, 1, "no rules: at least one [[rule]] is needed"))
     if loader.problems:
         raise RulesError(loader.problems)
     return RuleSet(tuple(rules), source=source, text=text, sources=tuple(loader.sources))
