@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailgw.config import Config
 from mailgw.decide import ActiveRules, rules_stage
 from mailgw.keys import Keyring
-from mailgw.notify.render import NotificationTemplates
+from mailgw.notify.outgoing import Outgoing, templates_for
 from mailgw.notify.stage import notify_stage
 from mailgw.pipeline import Stage, parse_stage, trace_stage
 from mailgw.registry.blobs import FileBlobStore
@@ -25,14 +23,7 @@ def build_stages(
     """parse ▶ verify signatures ▶ rules ▶ register documents ▶ index for search ▶ notify
     ▶ trace."""
     trusted = Networks(config.smtp.trusted_networks)
-    notifying = notify_stage(
-        NotificationTemplates([config.notify.templates_dir] if config.notify.templates_dir else []),
-        agency=config.notify.agency,
-        hostname=config.hostname,
-        from_addr=config.notify.from_address or f"mailgw@{config.hostname}",
-        relay_enabled=bool(config.relay.host),
-        lifetime=dt.timedelta(hours=config.relay.max_lifetime_hours),
-    )
+    notifying = notify_stage(templates_for(config), Outgoing.from_config(config))
     store = FileBlobStore.in_data_dir(config.storage.data_dir)
     keyring = Keyring.for_data_dir(config.storage.data_dir)
     return [

@@ -1,4 +1,5 @@
-"""What a notification template sees about the message that triggered it (plain data)."""
+"""What a notification template sees (plain data): the message that triggered it, when the
+rules ask for it; the caller's variables, when the API is asked."""
 
 from __future__ import annotations
 
@@ -7,12 +8,23 @@ from typing import Any
 from mailgw.pipeline import Job
 
 
+def gateway_context(agency: str, hostname: str) -> dict[str, Any]:
+    """``gateway``: filled in by the gateway in every notification, whoever asks for it."""
+    return {"agency": agency, "hostname": hostname}
+
+
+def request_context(variables: dict[str, Any], agency: str, hostname: str) -> dict[str, Any]:
+    """A notification asked for through the API: the caller's variables, and ``gateway``
+    (a caller cannot set it)."""
+    return {**variables, "gateway": gateway_context(agency, hostname)}
+
+
 def message_context(job: Job, agency: str, hostname: str) -> dict[str, Any]:
     parsed = job.parsed
     facts = parsed.facts if parsed else None
     calendar = parsed.calendar if parsed else None
     return {
-        "gateway": {"agency": agency, "hostname": hostname},
+        "gateway": gateway_context(agency, hostname),
         "message": {
             "queue_id": job.queue_id,
             "subject": parsed.subject if parsed else "",

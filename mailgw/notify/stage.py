@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 
-from mailgw.db.models import HELD, QUEUED, utcnow
-from mailgw.notify.compose import compose
 from mailgw.notify.context import message_context
+from mailgw.notify.outgoing import Outgoing
 from mailgw.notify.render import NotificationError, NotificationTemplates
-from mailgw.pipeline import NO_RELAY_HOST, Job, Stage
+from mailgw.pipeline import Job, Stage
 from mailgw.smtp.dsn import should_send_dsn
-from mailgw.spool import Incoming
 
 log = logging.getLogger(__name__)
 
 
-def notify_stage(
-    templates: NotificationTemplates,
-    *,
-    agency: str,
-    hostname: str,
-    from_addr: str,
-    relay_enabled: bool,
-    lifetime: dt.timedelta,
-) -> Stage:
+def notify_stage(templates: NotificationTemplates, outgoing: Outgoing) -> Stage:
     def run(job: Job) -> None:
         job.outbound = []  # idempotent: a re-run builds the same list again
         if job.bounce_reason or not job.notifications:
             return
-        context = message_context(job, agency, hostname)
+        context = message_context(job, outgoing.agency, outgoing.hostname)
         headers = job.raw[: job.raw.find(b"\r\n\r\n") + 2]
         for action in job.notifications:
             rcpts = list(action.recipients)
@@ -46,24 +35,7 @@ def notify_stage(
                 if job.decision is not None:
                     job.decision.setdefault("notify_errors", []).append(str(exc))
                 continue
-            raw = compose(
-                subject=rendered.subject,
-                body=rendered.body,
-                from_addr=from_addr,
-                to=rcpts,
-                hostname=hostname,
-                in_reply_to=job.parsed.message_id if job.parsed else None,
-            )
-            job.outbound.append(
-                Incoming(
-                    raw=raw,
-                    mail_from="",  # automatic mail: bounces of it must not come back (RFC 3834)
-                    rcpt_to=rcpts,
-                    origin="local",
-                    initial_state=QUEUED if relay_enabled else HELD,
-                    hold_reason=None if relay_enabled else NO_RELAY_HOST,
-                    expires_at=utcnow() + lifetime,
-                )
-            )
+            in_reply_to = job.parsed.message_id if job.parsed else None
+            job.outbound.append(outgoing.message(rendered, rcpts, in_reply_to=in_reply_to))
 
     return run
