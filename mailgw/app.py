@@ -25,6 +25,7 @@ from mailgw.db.models import PROCESSING, QUEUED, SENDING, SPOOLED, Message, Rule
 from mailgw.delivery import RelayQueue
 from mailgw.ingress import Ingress
 from mailgw.intake import IntakeActivity
+from mailgw.notify.outgoing import Notifier, Outgoing, templates_for
 from mailgw.pipeline import Pipeline, Stage, release_held_for_relay
 from mailgw.registry.blobs import FileBlobStore
 from mailgw.retention import prune, prune_periodically
@@ -272,6 +273,7 @@ class Gateway:
             relay_lifetime=dt.timedelta(hours=config.relay.max_lifetime_hours),
             forget_logins=self.ingress.credentials.clear,
             units=config.registry.units,
+            notifier=Notifier(templates_for(config), self.spool, Outgoing.from_config(config)),
         )
         self.api_server = api_server(
             app, config.api.listen.host, config.api.listen.port,

@@ -20,6 +20,7 @@ from mailgw.api import (
     docs_routes,
     documents_routes,
     metrics_routes,
+    notify_routes,
     queue_routes,
     registers_routes,
     rules_routes,
@@ -31,6 +32,7 @@ from mailgw.api.auth import Caller, TokenCache, require
 from mailgw.api.common import AUTH_ERRORS
 from mailgw.config import RelayConfig
 from mailgw.db.engine import make_read_sessionmaker, statement_by_statement
+from mailgw.notify.outgoing import Notifier
 from mailgw.registry.numbering import DEFAULT_TIMEZONE
 from mailgw.rules.manager import RulesManager
 from mailgw.stats import status_report
@@ -46,13 +48,16 @@ def create_app(
     relay_lifetime: dt.timedelta = dt.timedelta(hours=RelayConfig.max_lifetime_hours),
     forget_logins: Callable[[], None] = lambda: None,
     units: Mapping[str, str] | None = None,
+    notifier: Notifier | None = None,
 ) -> FastAPI:
     """The API. ``rules``: the gateway's rules manager (the /rules routes answer 503 without
     it); ``timezone``: the registry's, for months and years in /stats; ``relay_lifetime``: how
     long mail sent again from the queue is tried (``relay.max_lifetime_hours``);
     ``forget_logins``: called when an SMTP account changes, so that the listeners' remembered
     logins (mailgw.smtp.server.CredentialCache) do not outlive a new password or a disable;
-    ``units``: the receiving units by recipient (``[registry.units]``), for /stats."""
+    ``units``: the receiving units by recipient (``[registry.units]``), for /stats;
+    ``notifier``: the gateway's templates, spool and notification settings (/notifications
+    answers 503 without it)."""
     # /docs is served from the package's own assets (docs_routes): nothing from a CDN.
     app = FastAPI(title="mailgw", version=__version__, docs_url=None, redoc_url=None)
     app.state.sessions = sessions
@@ -67,11 +72,13 @@ def create_app(
     app.state.relay_lifetime = relay_lifetime
     app.state.forget_logins = forget_logins
     app.state.units = dict(units or {})
+    app.state.notifier = notifier
     app.state.token_cache = TokenCache()
     # Routes are matched in order, each in turn (about 10 µs apiece): searches, the most
     # frequent reads, come first.
     for module in (search_routes, documents_routes, registers_routes, stats_routes,
-                   rules_routes, admin_routes, queue_routes, users_routes, metrics_routes,
+                   rules_routes, notify_routes, admin_routes, queue_routes, users_routes,
+                   metrics_routes,
                    docs_routes):  # fmt: skip
         app.include_router(module.router)
 

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2 import (
+    ChoiceLoader,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+    meta,
+)
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "notify"
@@ -43,6 +50,20 @@ class NotificationTemplates:
 
     def names(self) -> list[str]:
         return sorted(n[: -len(SUFFIX)] for n in self.env.list_templates() if n.endswith(SUFFIX))
+
+    def variables(self, name: str) -> list[str]:
+        """The top-level names template ``name`` uses besides ``gateway`` (what a caller of the
+        API must give it). Raises NotificationError when it is missing or does not parse."""
+        loader = self.env.loader
+        assert loader is not None
+        try:
+            source, _, _ = loader.get_source(self.env, name + SUFFIX)
+            used = meta.find_undeclared_variables(self.env.parse(source))
+        except TemplateNotFound:
+            raise NotificationError(f"no notification template {name!r}") from None
+        except TemplateError as exc:
+            raise NotificationError(f"template {name!r}: {exc}") from exc
+        return sorted(used - {"gateway"})
 
     def render(self, name: str, context: dict[str, Any]) -> Rendered:
         if not name.replace("-", "").replace("_", "").isalnum():
