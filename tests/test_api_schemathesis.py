@@ -4,6 +4,7 @@ content type, body). Bounded: at most 25 examples per operation, no deadline."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,10 @@ from mailgw.api.app import create_app
 from mailgw.db.engine import make_engine, make_sessionmaker
 from mailgw.db.migrate import is_up_to_date, upgrade
 from mailgw.db.models import RuleVersion
+from mailgw.notify.outgoing import Notifier, Outgoing
+from mailgw.notify.render import NotificationTemplates
 from mailgw.rules.manager import RulesManager
+from mailgw.spool import Spool
 
 CHECKS = [
     checks.not_a_server_error,
@@ -46,9 +50,17 @@ def api_app(database_url: str, tmp_path: Path):
     with sessions() as session, session.begin():
         admin = accounts.create_token(session, "admin", "schemathesis")
     (tmp_path / "data").mkdir()
-    app = create_app(sessions, tmp_path / "data", rules=RulesManager(None, on_loaded=store))
+    spool = Spool(tmp_path / "data", sessions)  # notifications are spooled (held: no relay)
+    outgoing = Outgoing("mailgw@mailgw.test", "Cơ quan", "mailgw.test", False, dt.timedelta(1))
+    app = create_app(
+        sessions,
+        tmp_path / "data",
+        rules=RulesManager(None, on_loaded=store),
+        notifier=Notifier(NotificationTemplates(), spool, outgoing),
+    )
     app.state.test_token = admin
     yield app
+    spool.close()
     engine.dispose()
 
 
