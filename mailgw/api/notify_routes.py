@@ -64,7 +64,7 @@ class NotificationIn(BaseModel):
                             "subject": "Công văn hỏa tốc số 12/UBND-VP",
                             "from": "Văn thư <vanthu@example.gov.vn>",
                             "mail_from": "vanthu@example.gov.vn",
-                            "category": "official",
+                            "category": "announcement",
                             "tags": ["hoa-toc"],
                             "hold_reason": "",
                             "queue_id": "19A2B3C4D5E0F1A2B",
