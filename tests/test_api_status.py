@@ -174,3 +174,19 @@ async def test_reads_answer_while_a_writer_holds_the_sqlite_lock(
         writer.close()
     assert health.status_code == 200 and health.json()["checks"]["database"] == "ok"
     assert status.status_code == 200
+
+
+def test_a_token_read_before_a_revocation_is_not_remembered() -> None:
+    """A request reads the token row, a revocation commits and clears the cache, then the
+    request would remember the token it read: it must not, or the revoked token would work
+    for the cache time."""
+    from mailgw.api.auth import Caller
+
+    cache = TokenCache()
+    caller = Caller(token_id=1, name="t", role="auditor")
+    read_at = cache.generation  # the request starts its database read
+    cache.clear()  # DELETE /tokens/1 commits meanwhile
+    cache.put("digest", caller, None, read_at)
+    assert cache.get("digest") is None
+    cache.put("digest", caller, None, cache.generation)  # a read after the revocation
+    assert cache.get("digest") == caller

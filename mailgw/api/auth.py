@@ -49,6 +49,7 @@ class TokenCache:
         self.size = size
         self._known: dict[str, _Known] = {}
         self._lock = threading.Lock()
+        self.generation = 0  # how many times it was cleared
 
     def get(self, digest: str) -> Caller | None:
         known = self._known.get(digest)
@@ -58,8 +59,14 @@ class TokenCache:
             return None
         return known.caller
 
-    def put(self, digest: str, caller: Caller, expires_at: dt.datetime | None) -> None:
+    def put(
+        self, digest: str, caller: Caller, expires_at: dt.datetime | None, generation: int
+    ) -> None:
+        """Remember a token read from the database when the cache was at ``generation``: not
+        if it was cleared since (a revocation committed while the token was being read)."""
         with self._lock:
+            if generation != self.generation:
+                return
             if len(self._known) >= self.size:
                 self._known.clear()
             self._known[digest] = _Known(caller, expires_at, time.monotonic() + self.seconds)
@@ -67,6 +74,7 @@ class TokenCache:
     def clear(self) -> None:
         with self._lock:
             self._known.clear()
+            self.generation += 1
 
 
 def token_cache(request: Request) -> TokenCache:
@@ -74,6 +82,8 @@ def token_cache(request: Request) -> TokenCache:
 
 
 def _look_up(request: Request, token: str) -> Caller:
+    cache = token_cache(request)
+    generation = cache.generation  # before the read: a revocation after it clears the cache
     with quick_readers_of(request)() as session:
         row = find_token(session, token)
         if row is None:
@@ -81,7 +91,7 @@ def _look_up(request: Request, token: str) -> Caller:
                 401, "invalid, expired or revoked token", {"WWW-Authenticate": "Bearer"}
             )
         caller = Caller(token_id=row.id, name=row.name, role=row.role)
-        token_cache(request).put(token_digest(token), caller, row.expires_at)
+        cache.put(token_digest(token), caller, row.expires_at, generation)
         return caller
 
 
