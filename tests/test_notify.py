@@ -36,6 +36,33 @@ def test_packaged_templates_render() -> None:
     assert "official" in alert.body and "ABC123" in alert.subject + alert.body
 
 
+def test_the_api_templates_need_only_their_own_variables() -> None:
+    """notice and meeting are for POST /notifications: a few plain variables, the optional
+    ones may be left out (StrictUndefined refuses only the required ones)."""
+    templates = NotificationTemplates()
+    gateway = CONTEXT["gateway"]
+    text = "Trụ sở cắt điện từ 7 giờ.\nĐề nghị lưu ý."
+    notice = templates.render(
+        "notice", {"gateway": gateway, "subject": "Lịch cắt điện ngày 5/4", "body": text}
+    )
+    assert notice.subject == "Lịch cắt điện ngày 5/4"
+    assert text in notice.body
+    assert "Sở Thông tin và Truyền thông" in notice.body and "Reference" not in notice.body
+    signed = templates.render("notice", {"gateway": gateway, "subject": "s", "body": "b",
+                                         "unit": "Văn phòng", "reference": "12/TB-VP"})  # fmt: skip
+    assert "Văn phòng thông báo" in signed.body and "12/TB-VP" in signed.body
+    meeting = templates.render("meeting", {
+        "gateway": gateway, "title": "Giao ban tháng 4", "start": "08:00 15/04/2026",
+        "location": "Phòng họp số 2", "attendees": ["Lãnh đạo Sở", "Chánh Văn phòng"],
+    })  # fmt: skip
+    assert meeting.subject == "[Lịch họp / Meeting] Giao ban tháng 4 – 08:00 15/04/2026"
+    assert "Thành phần / Attendees: Lãnh đạo Sở, Chánh Văn phòng" in meeting.body
+    assert "Chủ trì" not in meeting.body
+    with pytest.raises(NotificationError, match="location"):
+        templates.render("meeting", {"gateway": gateway, "title": "t", "start": "s"})
+    assert {"title", "start", "location"} <= set(templates.variables("meeting"))
+
+
 def test_override_folder_and_errors(tmp_path: Path) -> None:
     (tmp_path / "receipt.txt.j2").write_text(
         "{% block subject %}Đã nhận {{ message.queue_id }}{% endblock %}"
