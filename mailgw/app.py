@@ -22,6 +22,7 @@ from mailgw.config import Config
 from mailgw.db.engine import make_engine, make_sessionmaker
 from mailgw.db.migrate import head_revision, is_up_to_date, upgrade
 from mailgw.db.models import PROCESSING, QUEUED, SENDING, SPOOLED, Message, RuleVersion
+from mailgw.db.rule_versions import activate_version
 from mailgw.delivery import RelayQueue
 from mailgw.ingress import Ingress
 from mailgw.intake import IntakeActivity
@@ -204,12 +205,7 @@ class Gateway:
         """Keep every rules text that was active, so decisions can name their version."""
         assert self.sessions is not None
         with self.sessions() as session, session.begin():
-            session.execute(update(RuleVersion).values(active=False))
-            row = session.scalar(select(RuleVersion).where(RuleVersion.sha256 == sha256))
-            if row is None:
-                session.add(RuleVersion(sha256=sha256, source=source, text=text, active=True))
-            else:
-                row.active = True
+            activate_version(session, text, sha256, source)
         log.info("rules version %s from %s active", sha256[:12], source)
 
     def _start_retention(self) -> None:

@@ -151,3 +151,26 @@ def test_activate_text_without_a_file(tmp_path: Path) -> None:
     path.write_text(REPORT, encoding="utf-8")
     with pytest.raises(ValueError):
         RulesManager(path).activate_text(DIRECTIVE)
+
+
+async def test_a_rollback_lists_the_old_text_as_the_latest_version(
+    config: Config, make_gateway
+) -> None:
+    """Going back to an earlier text activates its stored version again: the history lists
+    versions in the order they were in force, and the first load keeps its date."""
+    gw = await make_gateway(config)
+    admin = bearer(token(gw, "admin"))
+    async with api(gw) as client:
+        for text in (REPORT, DIRECTIVE, REPORT):
+            assert (await client.put("/rules", headers=admin, content=text)).status_code == 200
+        page = (await client.get("/rules/versions", headers=admin)).json()
+        rules = (await client.get("/rules", headers=admin)).json()
+    texts = {v.sha256: v.text for v in versions(gw)}
+    order = [texts[v["sha256"]] for v in page["versions"]]
+    assert order[:2] == [REPORT, DIRECTIVE] and page["versions"][0]["active"]
+    assert len(order) == 3  # the default rules, REPORT and DIRECTIVE: one row per text
+    report = page["versions"][0]
+    assert report["activated_at"] > report["loaded_at"]
+    assert report["activated_at"] > page["versions"][1]["activated_at"]
+    assert rules["activated_at"] == report["activated_at"]
+    assert rules["loaded_at"] == report["loaded_at"]

@@ -11,13 +11,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
-from sqlalchemy import select, update
 
 from mailgw import accounts
 from mailgw.api.app import create_app
 from mailgw.db.engine import make_engine, make_sessionmaker
 from mailgw.db.migrate import is_up_to_date, upgrade
-from mailgw.db.models import RuleVersion
+from mailgw.db.rule_versions import activate_version
 from mailgw.notify.outgoing import Notifier, Outgoing
 from mailgw.notify.render import NotificationTemplates
 from mailgw.rules.manager import RulesManager
@@ -40,12 +39,7 @@ def api_app(database_url: str, tmp_path: Path):
 
     def store(text: str, sha256: str, source: str) -> None:  # what the gateway does
         with sessions() as session, session.begin():
-            session.execute(update(RuleVersion).values(active=False))
-            row = session.scalar(select(RuleVersion).where(RuleVersion.sha256 == sha256))
-            if row is None:
-                session.add(RuleVersion(sha256=sha256, source=source, text=text, active=True))
-            else:
-                row.active = True
+            activate_version(session, text, sha256, source)
 
     with sessions() as session, session.begin():
         admin = accounts.create_token(session, "admin", "schemathesis")

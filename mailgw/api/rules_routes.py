@@ -64,7 +64,8 @@ class RulesOut(BaseModel):
     file: str | None  # the rules file the gateway watches (None: no file)
     rules: list[str]  # rule names in order
     text: str
-    loaded_at: dt.datetime | None
+    loaded_at: dt.datetime | None  # when this text was first loaded
+    activated_at: dt.datetime | None  # when it last became the active rules
     problems: list[ProblemOut]  # why the file on disk is not active (it has errors)
 
 
@@ -72,7 +73,8 @@ class VersionOut(BaseModel):
     id: int
     sha256: str
     source: str
-    loaded_at: dt.datetime
+    loaded_at: dt.datetime  # first loaded
+    activated_at: dt.datetime  # last made active (a rollback activates an old text again)
     active: bool
 
 
@@ -127,9 +129,12 @@ def _problems(problems: list[Problem]) -> list[ProblemOut]:
 def _rules_out(request: Request, manager: RulesManager) -> RulesOut:
     active = manager.active
     with readers_of(request)() as session:
-        loaded_at = session.scalar(
-            select(RuleVersion.loaded_at).where(RuleVersion.sha256 == active.version)
-        )
+        times = session.execute(
+            select(RuleVersion.loaded_at, RuleVersion.activated_at).where(
+                RuleVersion.sha256 == active.version
+            )
+        ).first()
+    loaded_at, activated_at = times if times is not None else (None, None)
     return RulesOut(
         version=active.version,
         source=active.source,
@@ -137,6 +142,7 @@ def _rules_out(request: Request, manager: RulesManager) -> RulesOut:
         rules=active.names,
         text=active.text,
         loaded_at=loaded_at,
+        activated_at=activated_at,
         problems=_problems(manager.problems),
     )
 
@@ -242,12 +248,12 @@ def rule_versions(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     caller: Caller = Depends(require("auditor")),
 ) -> VersionsPage:
-    """Every rules text that was ever active, newest first."""
+    """Every rules text that was ever active, the one most recently made active first."""
     with readers_of(request)() as session:
         total = session.scalar(select(func.count()).select_from(RuleVersion)) or 0
         rows = session.scalars(
             select(RuleVersion)
-            .order_by(RuleVersion.loaded_at.desc(), RuleVersion.id.desc())
+            .order_by(RuleVersion.activated_at.desc(), RuleVersion.id.desc())
             .offset(offset)
             .limit(limit)
         ).all()

@@ -158,7 +158,8 @@ class ApiToken(Base):
 
 
 class RuleVersion(Base):
-    """Every rules text that was loaded, so each decision can name the version that made it."""
+    """Every rules text that was loaded, so each decision can name the version that made it.
+    One row per text: activating a text again (a rollback) moves its ``activated_at``."""
 
     __tablename__ = "rule_versions"
 
@@ -166,7 +167,8 @@ class RuleVersion(Base):
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     source: Mapped[str] = mapped_column(String(1024))  # file path, "default" or "api"
     text: Mapped[str] = mapped_column(Text)
-    loaded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    loaded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)  # first
+    activated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)  # last
     active: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
