@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from sqlalchemy import insert
 
 from mailgw.api.auth import Caller
@@ -47,3 +47,21 @@ def record(
     }
     with request.app.state.audit_engine.begin() as conn:
         conn.execute(INSERT, values)
+
+
+def record_outcome(
+    request: Request,
+    caller: Caller,
+    action: str,
+    problem: HTTPException | None,
+    *,
+    ok: int = 200,
+    resource: str | None = None,
+    query: str | None = None,
+) -> None:
+    """Append the event of an act or read that may have been refused: with the refusal's
+    status, which is then raised; with ``ok`` when there is none."""
+    status = problem.status_code if problem is not None else ok
+    record(request, caller, action, resource=resource, query=query, status=status)
+    if problem is not None:
+        raise problem

@@ -8,11 +8,11 @@ takes a message out of the queue only: the archive and the register keep it.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailgw import mailqueue
@@ -74,44 +74,52 @@ def list_queue(
     query = mailqueue.waiting(state)
     with readers_of(request)() as session:
         counts = mailqueue.counts(session)
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         rows = session.scalars(query.offset(offset).limit(limit)).all()
         messages = [_out(r) for r in rows]
     audit.record(request, caller, "queue.list", resource="queue",
                  query=f"state={state or ''}&offset={offset}&limit={limit}")  # fmt: skip
+    total = counts[state] if state else sum(counts.values())
     return QueuePage(counts=counts, total=total, offset=offset, limit=limit, messages=messages)
 
 
-def _refusal(
-    session: Session, row: Message | None, queue_id: str, action: str
-) -> HTTPException | None:
-    if row is None:
-        return HTTPException(404, f"no message {queue_id}")
-    if row.state not in mailqueue.EDITABLE:
-        return HTTPException(409, f"{row.queue_id} is {row.state}, not in the queue")
-    if action == "queue.retry" and (reasons := mailqueue.purged(session, [row.queue_id])):
-        return HTTPException(409, f"{reasons[0]}: it cannot be delivered again")
-    return None
-
-
-def _change(request: Request, caller: Caller, queue_id: str, action: str) -> QueuedOut:
-    """Retry or delete one message, audited whatever the outcome (404 and 409 included)."""
+def _change(
+    request: Request,
+    caller: Caller,
+    queue_id: str,
+    action: str,
+    apply: Callable[[Session, Message], HTTPException | None],
+) -> QueuedOut:
+    """Retry or delete one message in the queue (``apply``: the act, or why not), audited
+    whatever the outcome (404 and 409 included)."""
+    problem = None
     with sessions_of(request)() as session, session.begin():
         row = mailqueue.find(session, queue_id)
-        problem = _refusal(session, row, queue_id, action)
-        if row is not None and problem is None:
-            if action == "queue.retry":
-                mailqueue.retry(session, [row.queue_id], request.app.state.relay_lifetime)
-            else:
-                mailqueue.delete(session, [row.queue_id])
+        if row is None:
+            problem = HTTPException(404, f"no message {queue_id}")
+        elif row.state not in mailqueue.EDITABLE:
+            problem = HTTPException(409, f"{row.queue_id} is {row.state}, not in the queue")
+        else:
+            problem = apply(session, row)
             session.refresh(row)
         out = _out(row) if row is not None else None
-    audit.record(request, caller, action, resource=f"message:{mailqueue.normal_id(queue_id)}",
-                 status=problem.status_code if problem else 200)  # fmt: skip
-    if problem is not None:
-        raise problem
+    audit.record_outcome(request, caller, action, problem,
+                         resource=f"message:{mailqueue.normal_id(queue_id)}")  # fmt: skip
     assert out is not None
     return out
+
+
+def _retry(lifetime: dt.timedelta) -> Callable[[Session, Message], HTTPException | None]:
+    def apply(session: Session, row: Message) -> HTTPException | None:
+        if reasons := mailqueue.purged(session, [row.queue_id]):
+            return HTTPException(409, f"{reasons[0]}: it cannot be delivered again")
+        mailqueue.retry(session, [row.queue_id], lifetime)
+        return None
+
+    return apply
+
+
+def _delete(session: Session, row: Message) -> None:
+    mailqueue.delete(session, [row.queue_id])
 
 
 @router.post(
@@ -125,7 +133,8 @@ def retry_message(
     """Deliver a held, deferred or queued message now, with a fresh lifetime
     (``relay.max_lifetime_hours``). 409 if it is not in the queue, or if retention removed
     its raw bytes. Audited."""
-    return _change(request, caller, queue_id, "queue.retry")
+    lifetime = request.app.state.relay_lifetime
+    return _change(request, caller, queue_id, "queue.retry", _retry(lifetime))
 
 
 @router.delete(
@@ -138,7 +147,7 @@ def delete_message(
 ) -> QueuedOut:
     """Take a held, deferred or queued message out of the queue: it is not delivered, and
     the archive keeps it (state ``deleted``). 409 if it is not in the queue. Audited."""
-    return _change(request, caller, queue_id, "queue.delete")
+    return _change(request, caller, queue_id, "queue.delete", _delete)
 
 
 @router.post("/queue/retry", response_model=RetriedOut, responses={**AUTH_ERRORS})

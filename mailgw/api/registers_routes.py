@@ -118,10 +118,9 @@ def verify(
         if known:
             report = verify_register(session, name, blob_store(request) if blobs else None)
     # a register that does not exist is audited too (status 404), as every read is
-    audit.record(request, caller, "register.verify", resource=f"register:{name}",
-                 query=f"blobs={str(blobs).lower()}", status=200 if known else 404)  # fmt: skip
-    if not known:
-        raise HTTPException(404, f"no register {name}")
+    audit.record_outcome(request, caller, "register.verify", _unknown(name, known),
+                         resource=f"register:{name}",
+                         query=f"blobs={str(blobs).lower()}")  # fmt: skip
     problems = [ProblemOut(kind=p.kind, seq=p.seq, message=p.message) for p in report.problems]
     return VerifyOut(
         register=name,
@@ -159,10 +158,13 @@ def register_entries(
             .limit(limit)
         ).all()
         entries = [EntryOut.model_validate(e, from_attributes=True) for e in rows]
-    audit.record(request, caller, "register.read", resource=f"register:{name}/{year}",
-                 query=f"offset={offset}&limit={limit}", status=200 if known else 404)  # fmt: skip
-    if not known:
-        raise HTTPException(404, f"no register {name}")
+    audit.record_outcome(request, caller, "register.read", _unknown(name, known),
+                         resource=f"register:{name}/{year}",
+                         query=f"offset={offset}&limit={limit}")  # fmt: skip
     return EntriesPage(
         register=name, year=year, total=total, offset=offset, limit=limit, entries=entries
     )
+
+
+def _unknown(name: str, known: bool) -> HTTPException | None:
+    return None if known else HTTPException(404, f"no register {name}")

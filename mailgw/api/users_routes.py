@@ -76,10 +76,8 @@ def create_user(
             problem = HTTPException(409, str(exc))
         except accounts.AccountError as exc:
             problem = HTTPException(400, str(exc))
-    audit.record(request, caller, "user.create", resource=f"user:{body.username}",
-                 status=problem.status_code if problem else 201)  # fmt: skip
-    if problem is not None:
-        raise problem
+    audit.record_outcome(request, caller, "user.create", problem, ok=201,
+                         resource=f"user:{body.username}")  # fmt: skip
     return out
 
 
@@ -115,8 +113,6 @@ def change_user(
     changes = [] if body.password is None else ["password=changed"]
     changes += [] if body.disabled is None else [f"disabled={str(body.disabled).lower()}"]
     query = "&".join(changes)
-    audit.record(request, caller, "user.update", resource=f"user:{username}", query=query,
-                 status=problem.status_code if problem else 200)  # fmt: skip
-    if problem is not None:
-        raise problem
+    audit.record_outcome(request, caller, "user.update", problem, resource=f"user:{username}",
+                         query=query)  # fmt: skip
     return out
